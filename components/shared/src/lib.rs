@@ -1,0 +1,164 @@
+//! What meshcert's three Spin components share: the key-value store with JSON records, Spin
+//! variables, structured logs, JSON responses and signed calls to the `/hooks` endpoints.
+//!
+//! Everything here is a thin layer over spin-sdk; decisions live in `meshcert-core`.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use meshcert_core::crypto::Cipher;
+use meshcert_core::secret::SecretString;
+use meshcert_core::signing;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use spin_sdk::http::{Request, Response};
+use spin_sdk::key_value;
+
+/// The key-value store `default`, with JSON records.
+pub struct Store(key_value::Store);
+
+impl Store {
+    /// Opens the store `default`, which every component lists in `key_value_stores`.
+    ///
+    /// # Errors
+    ///
+    /// When the host does not grant the store.
+    pub fn open() -> anyhow::Result<Self> {
+        let store = key_value::Store::open_default().context("failed to open the key-value store \"default\"")?;
+        Ok(Self(store))
+    }
+
+    /// Reads and decodes a record; `None` when the key is absent.
+    ///
+    /// # Errors
+    ///
+    /// A store failure, or a record that is not the expected JSON.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
+        let Some(bytes) = self.0.get(key).with_context(|| format!("failed to read {key:?} from the key-value store"))? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&bytes).with_context(|| format!("record {key:?} is not valid JSON for its type"))?;
+        Ok(Some(value))
+    }
+
+    /// Encodes and writes a record.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn set<T: Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(value).with_context(|| format!("failed to encode record {key:?}"))?;
+        self.0.set(key, &bytes).with_context(|| format!("failed to write {key:?} to the key-value store"))
+    }
+
+    /// Deletes a record; deleting an absent key succeeds.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.0.delete(key).with_context(|| format!("failed to delete {key:?} from the key-value store"))
+    }
+
+    /// Whether a key exists.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn exists(&self, key: &str) -> anyhow::Result<bool> {
+        self.0.exists(key).with_context(|| format!("failed to look up {key:?} in the key-value store"))
+    }
+
+    /// Every key that starts with `prefix`, sorted.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        // NOTE: Spin's key-value interface has no prefix query, so this lists every key.
+        let mut keys: Vec<String> = self
+            .0
+            .get_keys()
+            .context("failed to list the keys of the key-value store")?
+            .into_iter()
+            .filter(|key| key.starts_with(prefix))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// Reads a Spin variable of this component.
+///
+/// # Errors
+///
+/// When the variable is not declared for the component or has no value.
+pub fn variable(name: &str) -> anyhow::Result<String> {
+    spin_sdk::variables::get(name).with_context(|| format!("variable {name:?} is not set: set SPIN_VARIABLE_{}", name.to_uppercase()))
+}
+
+/// Reads a secret variable; its value never reaches a log or an error.
+///
+/// # Errors
+///
+/// When the variable is not declared for the component or has no value.
+pub fn secret_variable(name: &str) -> anyhow::Result<SecretString> {
+    variable(name).map(SecretString::new)
+}
+
+/// Loads `encryption_key` and `encryption_key_previous`.
+///
+/// # Errors
+///
+/// When a key is missing or not 32 bytes of base64.
+pub fn cipher() -> anyhow::Result<Cipher> {
+    let current = secret_variable("encryption_key")?;
+    let previous = secret_variable("encryption_key_previous").ok();
+    Ok(Cipher::from_base64(&current, previous.as_ref())?)
+}
+
+/// The current time from the host's wall clock.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Starts structured JSON logs on stderr for this instance. Spin instantiates a component per
+/// request, so each handler calls this first; a second call in one instance does nothing.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_current_span(false)
+        .try_init();
+}
+
+/// A JSON response.
+pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
+    match serde_json::to_vec_pretty(body) {
+        Ok(bytes) => Response::builder().status(status).header("content-type", "application/json").body(bytes).build(),
+        Err(error) => error_response(500, "internal_error", &format!("failed to encode the response: {error}"), None),
+    }
+}
+
+/// The error body of every failure: `{"error": {"code", "message", "field"}}`.
+pub fn error_response(status: u16, code: &str, message: &str, field: Option<&str>) -> Response {
+    let body = meshcert_core::api::ErrorBody {
+        error: meshcert_core::api::ApiError { code: code.into(), message: message.into(), field: field.map(str::to_string) },
+    };
+    let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    Response::builder().status(status).header("content-type", "application/json").body(bytes).build()
+}
+
+/// A request to `url` with `body`, signed with `webhook_secret` at `timestamp` as the hook
+/// endpoints require.
+pub fn signed_hook_request(url: &str, body: Vec<u8>, secret: &SecretString, timestamp: i64) -> Request {
+    let signature = signing::sign(secret.expose().as_bytes(), timestamp, &body);
+    Request::builder()
+        .method(spin_sdk::http::Method::Post)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header(signing::TIMESTAMP_HEADER, timestamp.to_string())
+        .header(signing::SIGNATURE_HEADER, signature)
+        .body(body)
+        .build()
+}

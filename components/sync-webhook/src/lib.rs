@@ -1,0 +1,94 @@
+//! The sync-webhook component: applies every certificate as a Kubernetes Secret to every
+//! registered cluster, and records the outcome per (certificate, cluster).
+//!
+//! Entry point: `POST /hooks/sync`, signed with `webhook_secret` (see `meshcert_core::signing`).
+//! The api component calls it after each change; pipelines call it to resync.
+
+mod apply;
+
+use meshcert_core::api::{SyncReport, SyncRequest};
+use meshcert_core::signing;
+use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+/// Webhook bodies larger than this are rejected before the signature is checked.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[http_component]
+async fn handle(request: Request) -> Response {
+    init_logs();
+    let path = request.path().trim_end_matches('/').to_string();
+
+    match (path.as_str(), request.method()) {
+        ("/hooks/sync", Method::Post) => sync(request).await,
+        ("/hooks/sync", _) => {
+            let mut response = error_response(405, "method_not_allowed", "\"/hooks/sync\" accepts only POST", None);
+            response.set_header("allow", "POST");
+            response
+        }
+        _ => error_response(404, "not_found", &format!("no hook at {path:?}; the sync hook is POST /hooks/sync"), None),
+    }
+}
+
+async fn sync(request: Request) -> Response {
+    let body = request.body();
+    if body.len() > MAX_BODY_BYTES {
+        return error_response(413, "body_too_large", &format!("the body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()), None);
+    }
+
+    // The signature first: nothing is parsed or read for an unsigned caller.
+    let secret = match secret_variable("webhook_secret") {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => {
+            tracing::error!("variable webhook_secret is not set; every hook call is rejected");
+            return error_response(500, "not_configured", "the webhook_secret variable is not set: set SPIN_VARIABLE_WEBHOOK_SECRET and restart", None);
+        }
+    };
+    let header = |name: &str| request.header(name).and_then(|value| value.as_str());
+    if let Err(error) = signing::verify(
+        secret.expose().as_bytes(),
+        header(signing::TIMESTAMP_HEADER),
+        header(signing::SIGNATURE_HEADER),
+        body,
+        now().timestamp(),
+    ) {
+        tracing::warn!(error = %error, "hook call with an invalid signature rejected");
+        return error_response(401, "invalid_signature", &error.to_string(), None);
+    }
+
+    let sync_request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(sync_request) => sync_request,
+            Err(error) => {
+                return error_response(
+                    400,
+                    "invalid_json",
+                    &format!("the body is not a sync request ({error}); send {{}} or {{\"scope\": {{\"certificate\": \"namespace/name\"}}}} or {{\"scope\": {{\"cluster\": \"id\"}}}}"),
+                    None,
+                );
+            }
+        }
+    };
+
+    match apply::run(sync_request).await {
+        Ok(report) => json_response(200, &report),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "sync failed");
+            error_response(500, "sync_failed", &format!("{error:#}"), None)
+        }
+    }
+}
+
+/// Logs the one summary line of a sync.
+fn log_summary(report: &SyncReport) {
+    tracing::info!(
+        targets = report.targets.len(),
+        applied = report.applied,
+        failed = report.failed,
+        duration_ms = report.duration_ms,
+        "sync finished"
+    );
+}

@@ -1,0 +1,242 @@
+//! Expiry alerts: which certificates are expired or about to expire, kept as one record per
+//! certificate that changes only when an alert starts, changes or ends.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::expiry::{self, ExpiryStatus};
+use crate::validate::UploadSummary;
+
+/// The kind of an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A member is past its not_after.
+    Expired,
+    /// A member has fewer than `expiry_warning_days` days left.
+    Expiring,
+}
+
+impl AlertKind {
+    /// The kind name used in the API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Expired => "expired",
+            AlertKind::Expiring => "expiring",
+        }
+    }
+}
+
+/// A certificate of a stored chain, or its mTLS CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertMember {
+    /// `leaf`, `intermediate` or `ca`.
+    pub role: String,
+    /// Subject distinguished name.
+    pub subject: String,
+    /// End of validity.
+    pub not_after: DateTime<Utc>,
+}
+
+/// One alert of a certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Expired or expiring.
+    pub kind: AlertKind,
+    /// The member with the earliest not_after among those in this state.
+    pub member: AlertMember,
+    /// Every member in this state, earliest first.
+    pub members: Vec<AlertMember>,
+    /// When a scan or upload first saw it.
+    pub first_seen: DateTime<Utc>,
+    /// When it ended (renewed, deleted, or replaced by `expired`); `None` while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// The alerts of one certificate, at most one per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Namespace of the certificate.
+    pub namespace: String,
+    /// Name of the certificate.
+    pub name: String,
+    /// Alerts by kind.
+    pub alerts: BTreeMap<AlertKind, Alert>,
+}
+
+/// Every member of a stored certificate with its role, leaf first.
+pub fn members(summary: &UploadSummary) -> Vec<AlertMember> {
+    let member = |role: &str, certificate: &crate::certificate::CertificateSummary| AlertMember {
+        role: role.into(),
+        subject: certificate.subject.clone(),
+        not_after: certificate.not_after,
+    };
+    std::iter::once(member("leaf", &summary.leaf))
+        .chain(summary.intermediates.iter().map(|certificate| member("intermediate", certificate)))
+        .chain(summary.ca.iter().map(|certificate| member("ca", certificate)))
+        .collect()
+}
+
+/// The alert a certificate deserves at `now`, if any: `expired` when any member is expired,
+/// otherwise `expiring` when any member is expiring. Returns the kind and its members, earliest
+/// not_after first.
+pub fn evaluate(summary: &UploadSummary, now: DateTime<Utc>, warning_days: u32) -> Option<(AlertKind, Vec<AlertMember>)> {
+    let mut expired = Vec::new();
+    let mut expiring = Vec::new();
+    for member in members(summary) {
+        match expiry::classify(member.not_after, now, warning_days) {
+            ExpiryStatus::Expired => expired.push(member),
+            ExpiryStatus::Expiring => expiring.push(member),
+            ExpiryStatus::Valid => {}
+        }
+    }
+
+    let (kind, mut members) = if !expired.is_empty() {
+        (AlertKind::Expired, expired)
+    } else if !expiring.is_empty() {
+        (AlertKind::Expiring, expiring)
+    } else {
+        return None;
+    };
+    members.sort_by_key(|member| member.not_after);
+    Some((kind, members))
+}
+
+/// Applies an evaluation to the stored record and returns the new record only when it changed,
+/// so that a scan writes nothing for certificates whose alerts stay the same.
+///
+/// A new kind opens an alert; the other active kind is resolved at `now` (moving from
+/// `expiring` to `expired`); no evaluation resolves every active alert (renewed).
+pub fn reconcile(
+    existing: Option<&AlertRecord>,
+    namespace: &str,
+    name: &str,
+    evaluation: Option<(AlertKind, Vec<AlertMember>)>,
+    now: DateTime<Utc>,
+) -> Option<AlertRecord> {
+    let mut record = existing.cloned().unwrap_or_else(|| AlertRecord {
+        namespace: namespace.into(),
+        name: name.into(),
+        alerts: BTreeMap::new(),
+    });
+
+    let active_kind = evaluation.as_ref().map(|(kind, _)| *kind);
+    for (kind, alert) in record.alerts.iter_mut() {
+        if Some(*kind) != active_kind && alert.resolved_at.is_none() {
+            alert.resolved_at = Some(now);
+        }
+    }
+
+    if let Some((kind, members)) = evaluation {
+        let member = members[0].clone();
+        match record.alerts.get_mut(&kind) {
+            Some(alert) if alert.resolved_at.is_none() => {
+                alert.member = member;
+                alert.members = members;
+            }
+            _ => {
+                record.alerts.insert(kind, Alert { kind, member, members, first_seen: now, resolved_at: None });
+            }
+        }
+    }
+
+    if existing == Some(&record) || (existing.is_none() && record.alerts.is_empty()) {
+        return None;
+    }
+    Some(record)
+}
+
+/// Resolves every active alert of a deleted certificate; `None` when there was nothing active.
+pub fn resolve_all(existing: &AlertRecord, now: DateTime<Utc>) -> Option<AlertRecord> {
+    reconcile(Some(existing), &existing.namespace, &existing.name, None, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::certificate::CertificateSummary;
+    use crate::key::KeySummary;
+
+    fn certificate(subject: &str, not_after: DateTime<Utc>) -> CertificateSummary {
+        CertificateSummary {
+            subject: subject.into(),
+            issuer: "CN=ca".into(),
+            sans: vec![],
+            serial_hex: "1".into(),
+            not_before: Utc.timestamp_opt(0, 0).unwrap(),
+            not_after,
+            sha256_fingerprint: String::new(),
+            key_algorithm: "ECDSA".into(),
+            key_size_bits: 256,
+            ec_curve: None,
+            is_ca: false,
+        }
+    }
+
+    fn summary(leaf_days: i64, intermediate_days: Option<i64>, now: DateTime<Utc>) -> UploadSummary {
+        UploadSummary {
+            leaf: certificate("CN=leaf", now + Duration::days(leaf_days)),
+            intermediates: intermediate_days.map(|days| certificate("CN=intermediate", now + Duration::days(days))).into_iter().collect(),
+            ca: None,
+            key: KeySummary { pem_label: "PRIVATE KEY".into(), algorithm: "ECDSA".into(), size_bits: 256, ec_curve: None },
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn evaluate_names_earliest_member() {
+        let (kind, members) = evaluate(&summary(20, Some(10), now()), now(), 30).unwrap();
+
+        assert_eq!(kind, AlertKind::Expiring);
+        assert_eq!(members[0].subject, "CN=intermediate");
+        assert_eq!(members.len(), 2);
+    }
+
+    #[test]
+    fn evaluate_prefers_expired() {
+        let (kind, members) = evaluate(&summary(20, Some(-1), now()), now(), 30).unwrap();
+
+        assert_eq!(kind, AlertKind::Expired);
+        assert_eq!(members.len(), 1);
+        assert!(evaluate(&summary(31, None, now()), now(), 30).is_none());
+    }
+
+    #[test]
+    fn reconcile_writes_only_changes() {
+        let evaluation = evaluate(&summary(1, None, now()), now(), 30);
+
+        let first = reconcile(None, "ns", "web", evaluation.clone(), now()).unwrap();
+        let again = reconcile(Some(&first), "ns", "web", evaluation, now() + Duration::hours(6));
+
+        assert!(again.is_none());
+        assert!(reconcile(None, "ns", "web", None, now()).is_none());
+    }
+
+    #[test]
+    fn reconcile_moves_expiring_to_expired() {
+        let later = now() + Duration::days(2);
+        let first = reconcile(None, "ns", "web", evaluate(&summary(1, None, now()), now(), 30), now()).unwrap();
+
+        let second = reconcile(Some(&first), "ns", "web", evaluate(&summary(1, None, now()), later, 30), later).unwrap();
+
+        assert_eq!(second.alerts[&AlertKind::Expiring].resolved_at, Some(later));
+        assert_eq!(second.alerts[&AlertKind::Expired].resolved_at, None);
+    }
+
+    #[test]
+    fn reconcile_resolves_renewed() {
+        let first = reconcile(None, "ns", "web", evaluate(&summary(1, None, now()), now(), 30), now()).unwrap();
+
+        let renewed = reconcile(Some(&first), "ns", "web", None, now()).unwrap();
+
+        assert_eq!(renewed.alerts[&AlertKind::Expiring].resolved_at, Some(now()));
+    }
+}

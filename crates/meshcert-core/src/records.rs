@@ -1,0 +1,329 @@
+//! Records in the key-value store and their keys.
+//!
+//! | key | value |
+//! |---|---|
+//! | `cert/{namespace}/{name}` | [`CertificateHead`] |
+//! | `cert/{namespace}/{name}/v/{n}` | [`CertificateVersion`] |
+//! | `cluster/{id}` | [`ClusterRecord`] |
+//! | `sync/{namespace}/{name}` | [`SyncRecord`] |
+//! | `alert/{namespace}/{name}` | [`crate::alerts::AlertRecord`] |
+//!
+//! The store has no transactions, so writers order their writes: a version is written before
+//! the head that points to it, and a reader that finds a head always finds its version.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SealedSecret;
+use crate::validate::UploadSummary;
+
+/// The longest key Spin's key-value stores accept, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Key of a certificate's head record.
+pub fn certificate_key(namespace: &str, name: &str) -> String {
+    format!("cert/{namespace}/{name}")
+}
+
+/// Key of one version of a certificate.
+pub fn version_key(namespace: &str, name: &str, version: u32) -> String {
+    format!("cert/{namespace}/{name}/v/{version}")
+}
+
+/// Key of a cluster record.
+pub fn cluster_key(id: &str) -> String {
+    format!("cluster/{id}")
+}
+
+/// Key of a certificate's sync state.
+pub fn sync_key(namespace: &str, name: &str) -> String {
+    format!("sync/{namespace}/{name}")
+}
+
+/// Key of a certificate's alerts.
+pub fn alert_key(namespace: &str, name: &str) -> String {
+    format!("alert/{namespace}/{name}")
+}
+
+/// Checks that every key of a certificate fits the store's key limit, with the longest version
+/// number. Returns the longest name that would fit in `namespace` when it does not.
+pub fn check_key_length(namespace: &str, name: &str) -> Result<(), usize> {
+    let longest = version_key(namespace, name, u32::MAX).len();
+    if longest <= MAX_KEY_BYTES {
+        return Ok(());
+    }
+    Err(name.len() - (longest - MAX_KEY_BYTES))
+}
+
+/// What a key of the store refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKey {
+    /// `cert/{namespace}/{name}`
+    CertificateHead {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// `cert/{namespace}/{name}/v/{n}`
+    CertificateVersion {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Version number.
+        version: u32,
+    },
+    /// `cluster/{id}`
+    Cluster {
+        /// Cluster id.
+        id: String,
+    },
+    /// `sync/{namespace}/{name}`
+    Sync {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// `alert/{namespace}/{name}`
+    Alert {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+}
+
+impl StoreKey {
+    /// Parses a key; `None` for keys meshcert does not write.
+    pub fn parse(key: &str) -> Option<Self> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let owned = |value: &str| value.to_string();
+        match parts.as_slice() {
+            ["cert", namespace, name] => Some(StoreKey::CertificateHead { namespace: owned(namespace), name: owned(name) }),
+            ["cert", namespace, name, "v", version] => Some(StoreKey::CertificateVersion {
+                namespace: owned(namespace),
+                name: owned(name),
+                version: version.parse().ok()?,
+            }),
+            ["cluster", id] => Some(StoreKey::Cluster { id: owned(id) }),
+            ["sync", namespace, name] => Some(StoreKey::Sync { namespace: owned(namespace), name: owned(name) }),
+            ["alert", namespace, name] => Some(StoreKey::Alert { namespace: owned(namespace), name: owned(name) }),
+            _ => None,
+        }
+    }
+}
+
+/// Lifecycle of a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Stored and pushed to clusters.
+    #[default]
+    Active,
+    /// Being removed from clusters; the records go when every cluster is clean.
+    Deleting,
+}
+
+/// The head record of a certificate: which version is current, and its summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateHead {
+    /// Kubernetes namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret, which gateways use as `credentialName`.
+    pub name: String,
+    /// The current version number, starting at 1.
+    pub version: u32,
+    /// Active or being deleted.
+    #[serde(default)]
+    pub state: CertificateState,
+    /// Whether the Secret carries `ca.crt` for mutual TLS.
+    pub mtls: bool,
+    /// Label selector of the clusters that receive it, such as `env=prod`; `None` means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<String>,
+    /// Details of the current version.
+    pub summary: UploadSummary,
+    /// SHA-256 of the current version's Secret data, as in the Secret's annotation.
+    pub content_fingerprint: String,
+    /// When the certificate was first stored.
+    pub created_at: DateTime<Utc>,
+    /// When the current version was stored.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One version of a certificate's content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateVersion {
+    /// Version number.
+    pub version: u32,
+    /// The chain as canonical PEM, leaf first.
+    pub chain_pem: String,
+    /// The private key, encrypted for the context [`version_key`].
+    pub private_key: SealedSecret,
+    /// The mTLS CA certificate as PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Whether the Secret carries `ca.crt`.
+    pub mtls: bool,
+    /// Details of this version.
+    pub summary: UploadSummary,
+    /// SHA-256 of the Secret data this version produces.
+    pub content_fingerprint: String,
+    /// Role of the token that wrote it (`admin`).
+    pub author: String,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A registered cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Id, a DNS-1123 label.
+    pub id: String,
+    /// A name for people; the id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Base URL of the Kubernetes API server.
+    pub api_server: String,
+    /// Bearer token, encrypted for the context [`cluster_key`].
+    pub token: SealedSecret,
+    /// PEM CA bundle of the API server, for Spin's `[[client_tls]]` runtime configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Labels, matched by certificates' cluster selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Sync state of one certificate in one cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Not yet attempted.
+    Pending,
+    /// The cluster holds the current version.
+    Synced,
+    /// The last attempt failed; see `last_error`.
+    Failed,
+    /// A Secret of that name exists and meshcert does not manage it.
+    Conflict,
+    /// The Secret is being removed.
+    Deleting,
+}
+
+impl SyncState {
+    /// The state name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Pending => "pending",
+            SyncState::Synced => "synced",
+            SyncState::Failed => "failed",
+            SyncState::Conflict => "conflict",
+            SyncState::Deleting => "deleting",
+        }
+    }
+}
+
+/// A failed sync attempt, as recorded and shown. The message never contains a token or key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncError {
+    /// Stable kind: `unauthorized`, `forbidden`, `namespace_not_found`, `not_found`, `conflict`,
+    /// `invalid`, `rate_limited`, `server_error`, `timeout`, `connection_refused`,
+    /// `connection_failed`, `outbound_denied`, `decrypt_failed`, `unexpected_response`.
+    pub kind: String,
+    /// What happened and what to do.
+    pub message: String,
+    /// HTTP status from the API server, when one was returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// The state of one certificate in one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSyncState {
+    /// Current state.
+    pub state: SyncState,
+    /// Version the cluster holds, when synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Content fingerprint the cluster holds, when synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The Secret's resourceVersion after the last apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Attempts in the last sync.
+    pub attempts: u32,
+    /// The last error, kept until a later attempt succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<SyncError>,
+    /// When this state was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// When the cluster last confirmed the current content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<DateTime<Utc>>,
+}
+
+/// Per-cluster sync state of one certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    /// State per cluster id.
+    pub clusters: BTreeMap<String, ClusterSyncState>,
+}
+
+impl SyncRecord {
+    /// One word for the list view: `synced` when every cluster is, `failed` when none is and one
+    /// failed, `partial` when some are, `pending` when nothing has been attempted, `none` when no
+    /// cluster is registered.
+    pub fn summary(&self) -> &'static str {
+        let states: Vec<SyncState> = self.clusters.values().map(|state| state.state).collect();
+        if states.is_empty() {
+            return "none";
+        }
+        let synced = states.iter().filter(|state| **state == SyncState::Synced).count();
+        if synced == states.len() {
+            "synced"
+        } else if synced > 0 {
+            "partial"
+        } else if states.iter().all(|state| *state == SyncState::Pending) {
+            "pending"
+        } else {
+            "failed"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_key_parses_each_kind() {
+        assert_eq!(
+            StoreKey::parse("cert/istio-system/web"),
+            Some(StoreKey::CertificateHead { namespace: "istio-system".into(), name: "web".into() })
+        );
+        assert_eq!(
+            StoreKey::parse("cert/istio-system/web.example.com/v/3"),
+            Some(StoreKey::CertificateVersion { namespace: "istio-system".into(), name: "web.example.com".into(), version: 3 })
+        );
+        assert_eq!(StoreKey::parse("cluster/east"), Some(StoreKey::Cluster { id: "east".into() }));
+        assert_eq!(StoreKey::parse("cert/a/b/v/x"), None);
+        assert_eq!(StoreKey::parse("other"), None);
+    }
+
+    #[test]
+    fn key_length_reports_longest_name() {
+        assert_eq!(check_key_length("istio-system", "web"), Ok(()));
+
+        let longest = check_key_length("istio-system", &"a".repeat(253)).unwrap_err();
+
+        assert_eq!(version_key("istio-system", &"a".repeat(longest), u32::MAX).len(), MAX_KEY_BYTES);
+    }
+}
