@@ -1,1 +1,41 @@
+//! A Spin-compatible host for meshcert's WebAssembly components, built on wasmtime.
+//!
+//! It loads a `spin.toml` (manifest version 2) and runs the same `.wasm` files `spin up` would.
+//! It provides WASI 0.2, `wasi:http/incoming-handler` on a loopback listener with Spin's routing and route
+//! headers, `fermyon:spin/key-value@2.0.0` over SQLite in Spin's table layout,
+//! `fermyon:spin/variables@2.0.0`, outbound HTTP limited by `allowed_outbound_hosts` with
+//! service chaining, and the cron trigger's `handle-cron-event`. Tests can set the wall clock
+//! and read each component's output.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use meshcert_host::{App, AppConfig};
+//!
+//! let app = App::load(AppConfig::new("spin.toml").variable("api_token", "t"))?;
+//! let server = app.serve("127.0.0.1:0".parse()?).await?;
+//! println!("serving on {}", server.url());
+//! app.clock().advance(std::time::Duration::from_secs(2 * 86_400));
+//! app.run_cron("expiry-cron").await?;
+//! println!("{}", app.output("expiry-cron"));
+//! # Ok(()) }
+//! ```
 
+mod app;
+mod clock;
+mod cron;
+mod host;
+mod kv;
+mod manifest;
+mod outbound;
+mod outbound_http;
+mod output;
+mod routes;
+mod runtime_config;
+mod server;
+mod template;
+mod variables;
+
+pub use app::{App, AppConfig, DEFAULT_KEY_VALUE_FILE};
+pub use clock::Clock;
+pub use server::{CronScheduler, Server};
+pub use variables::ENV_PREFIX as VARIABLE_ENV_PREFIX;

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of meshcert: the core library's unit tests, the fake Kubernetes API's tests,
+# the host's tests, and the end-to-end tests that run the three wasm components in meshcert-host
+# against fake clusters on loopback.
+#
+# The end-to-end tests load the release .wasm files named in spin.toml, so the components are
+# built first. Tests run in release because a debug host compiles components about ten times
+# slower.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --target wasm32-wasip2 -p api -p sync-webhook -p expiry-cron
+cargo test --release
