@@ -248,7 +248,7 @@ fn parse_component(id: &str, value: toml::Value) -> Result<ComponentDecl> {
             "[component.{id}] lists files, but meshcert-host mounts no files into components: remove the files entry"
         );
     }
-    for (name, _) in &decl.variables {
+    for name in decl.variables.keys() {
         check_lower_snake_id(name).map_err(|reason| {
             anyhow::format_err!("invalid variable name {name:?} in [component.{id}.variables]: {reason}")
         })?;

@@ -45,13 +45,16 @@ pub struct RouteMatch {
     pub path_info: String,
 }
 
+/// A route that a later manifest entry took over: `(route, replaced component, effective component)`.
+pub type DuplicateRoute = (String, String, String);
+
 impl Router {
     /// Builds a router from `(component id, route)` pairs in manifest order. A later entry with
     /// the same route replaces an earlier one, as in Spin, and is returned in the second list
     /// as `(route, replaced component, effective component)` so the caller can warn about it.
     pub fn build<'a>(
         entries: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<(Self, Vec<(String, String, String)>)> {
+    ) -> Result<(Self, Vec<DuplicateRoute>)> {
         let mut routes: Vec<Route> = Vec::new();
         let mut duplicates = Vec::new();
         for (component_id, raw_route) in entries {

@@ -4,7 +4,7 @@ use meshcert_spin::{error_response, secret_variable};
 use spin_sdk::http::{Request, Response};
 use subtle::ConstantTimeEq as _;
 
-/// What a token may do.
+/// The permissions of a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// `api_token`: reads and writes.
@@ -14,7 +14,7 @@ pub enum Role {
 }
 
 impl Role {
-    /// The role name written as the author of records.
+    /// Returns the role name written as the author of records.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

@@ -87,7 +87,7 @@ enum StoreOutcome {
     Exists,
 }
 
-/// Writes version 1, then the head that points to it, then the alert; a crash between the
+/// Writes version 1, then the head that points to it, then the alert. A crash between the
 /// writes leaves an unreferenced version, which the next create of that name overwrites.
 fn store_new_certificate(
     body: &CreateCertificateRequest,

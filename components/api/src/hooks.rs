@@ -13,7 +13,7 @@ const SYNC_URL: &str = "http://sync-webhook.spin.internal/hooks/sync";
 ///
 /// # Errors
 ///
-/// When the call fails or sync-webhook answers with an error.
+/// When the call fails or sync-webhook responds with an error.
 pub async fn sync(scope: SyncScope) -> anyhow::Result<SyncReport> {
     let body = serde_json::to_vec(&SyncRequest { scope: Some(scope), dry_run: false })?;
     let secret = secret_variable("webhook_secret")?;
@@ -24,7 +24,7 @@ pub async fn sync(scope: SyncScope) -> anyhow::Result<SyncReport> {
     let status = *response.status();
     if status != 200 {
         let body = String::from_utf8_lossy(response.body());
-        anyhow::bail!("{SYNC_URL} answered HTTP {status}: {}", body.trim());
+        anyhow::bail!("{SYNC_URL} returned HTTP {status}: {}", body.trim());
     }
     serde_json::from_slice(response.body()).with_context(|| format!("{SYNC_URL} returned a report that is not valid JSON"))
 }

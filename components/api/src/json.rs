@@ -44,7 +44,7 @@ fn unknown_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-/// The value of a query parameter.
+/// Returns the value of a query parameter.
 pub fn query_parameter(request: &Request, name: &str) -> Option<String> {
     url::form_urlencoded::parse(request.query().as_bytes())
         .find(|(key, _)| key == name)

@@ -83,7 +83,7 @@ fn method_not_allowed(path: &str, allowed: &str) -> Response {
     response
 }
 
-/// The response for an error the client cannot fix, logged with its cause.
+/// Logs an error the client cannot fix and returns it as a 500 response.
 fn internal_error(error: anyhow::Error) -> Response {
     tracing::error!(error = format!("{error:#}"), "request failed");
     error_response(500, "internal_error", &format!("{error:#}"), None)

@@ -49,7 +49,7 @@ impl Guest for ExpiryCron {
     }
 }
 
-/// What one scan found and wrote, also stored as `scan/last`.
+/// The counts of one scan, also stored as `scan/last`.
 #[derive(Debug, Default, Serialize)]
 struct ScanCounts {
     started_at: Option<DateTime<Utc>>,

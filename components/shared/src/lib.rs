@@ -1,4 +1,4 @@
-//! What meshcert's three Spin components share: the key-value store with JSON records, Spin
+//! The parts meshcert's three Spin components share: the key-value store with JSON records, Spin
 //! variables, structured logs, JSON responses and signed calls to the `/hooks` endpoints.
 //!
 //! Everything here is a thin layer over spin-sdk; decisions live in `meshcert-core`.
@@ -59,7 +59,7 @@ impl Store {
         self.0.delete(key).with_context(|| format!("failed to delete {key:?} from the key-value store"))
     }
 
-    /// Whether a key exists.
+    /// Returns whether a key exists.
     ///
     /// # Errors
     ///
@@ -68,7 +68,7 @@ impl Store {
         self.0.exists(key).with_context(|| format!("failed to look up {key:?} in the key-value store"))
     }
 
-    /// Every key that starts with `prefix`, sorted.
+    /// Lists every key that starts with `prefix`, sorted.
     ///
     /// # Errors
     ///
@@ -116,7 +116,7 @@ pub fn cipher() -> anyhow::Result<Cipher> {
     Ok(Cipher::from_base64(&current, previous.as_ref())?)
 }
 
-/// The current time from the host's wall clock.
+/// Returns the current time from the host's wall clock.
 pub fn now() -> DateTime<Utc> {
     Utc::now()
 }
@@ -132,7 +132,7 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A JSON response.
+/// Builds a JSON response.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
     match serde_json::to_vec_pretty(body) {
         Ok(bytes) => Response::builder().status(status).header("content-type", "application/json").body(bytes).build(),
@@ -140,7 +140,7 @@ pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
     }
 }
 
-/// The error body of every failure: `{"error": {"code", "message", "field"}}`.
+/// Builds the error response of every failure: `{"error": {"code", "message", "field"}}`.
 pub fn error_response(status: u16, code: &str, message: &str, field: Option<&str>) -> Response {
     let body = meshcert_core::api::ErrorBody {
         error: meshcert_core::api::ApiError { code: code.into(), message: message.into(), field: field.map(str::to_string) },

@@ -160,7 +160,7 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
     }
 }
 
-/// Sends one server-side apply and reads the answer; returns the new resourceVersion.
+/// Sends one server-side apply and returns the new resourceVersion from the response.
 async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, SyncError> {
     let url = request.uri().to_string();
     let response: Response = spin_sdk::http::send(request).await.map_err(|error| send_error(&url, error))?;
@@ -220,7 +220,7 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
                 },
                 Err(error) => ClusterSyncState {
                     state: SyncState::Failed,
-                    // What the cluster still holds is what it last confirmed.
+                    // The cluster still stores what it last confirmed.
                     version: previous.and_then(|previous| previous.version),
                     fingerprint: previous.and_then(|previous| previous.fingerprint.clone()),
                     resource_version: previous.and_then(|previous| previous.resource_version.clone()),

@@ -20,7 +20,7 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    /// The kind name used in the API and logs.
+    /// Returns the kind name used in the API and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::Expired => "expired",
@@ -67,7 +67,7 @@ pub struct AlertRecord {
     pub alerts: BTreeMap<AlertKind, Alert>,
 }
 
-/// Every member of a stored certificate with its role, leaf first.
+/// Lists every member of a stored certificate with its role, leaf first.
 pub fn members(summary: &UploadSummary) -> Vec<AlertMember> {
     let member = |role: &str, certificate: &crate::certificate::CertificateSummary| AlertMember {
         role: role.into(),
@@ -80,7 +80,7 @@ pub fn members(summary: &UploadSummary) -> Vec<AlertMember> {
         .collect()
 }
 
-/// The alert a certificate deserves at `now`, if any: `expired` when any member is expired,
+/// Evaluates the alert a certificate deserves at `now`, if any: `expired` when any member is expired,
 /// otherwise `expiring` when any member is expiring. Returns the kind and its members, earliest
 /// not_after first.
 pub fn evaluate(summary: &UploadSummary, now: DateTime<Utc>, warning_days: u32) -> Option<(AlertKind, Vec<AlertMember>)> {
@@ -108,8 +108,9 @@ pub fn evaluate(summary: &UploadSummary, now: DateTime<Utc>, warning_days: u32) 
 /// Applies an evaluation to the stored record and returns the new record only when it changed,
 /// so that a scan writes nothing for certificates whose alerts stay the same.
 ///
-/// A new kind opens an alert; the other active kind is resolved at `now` (moving from
-/// `expiring` to `expired`); no evaluation resolves every active alert (renewed).
+/// A new kind opens an alert, and the other active kind is resolved at `now`, as when a
+/// certificate moves from `expiring` to `expired`. No evaluation (a renewal) resolves every
+/// active alert.
 pub fn reconcile(
     existing: Option<&AlertRecord>,
     namespace: &str,

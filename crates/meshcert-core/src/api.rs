@@ -77,7 +77,7 @@ pub struct ErrorBody {
 pub struct ApiError {
     /// Stable code, such as `key_mismatch`.
     pub code: String,
-    /// What failed, on which value, and what to do.
+    /// The failure, the offending value and the fix.
     pub message: String,
     /// The request field concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,7 +32,7 @@ pub struct CertificateSummary {
     /// Named curve of an ECDSA key (`P-256`, `P-384`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ec_curve: Option<String>,
-    /// Whether basicConstraints says `CA:TRUE`.
+    /// Whether basicConstraints sets `CA:TRUE`.
     pub is_ca: bool,
 }
 
@@ -44,7 +44,7 @@ pub struct ParsedCertificate {
     pub summary: CertificateSummary,
 }
 
-/// Why a DER block is not a usable certificate.
+/// The reason a DER block is not a usable certificate.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CertificateParseError(String);
@@ -163,7 +163,7 @@ fn escape_rfc4514(value: &str) -> String {
     escaped
 }
 
-/// Whether a DER INTEGER's content bytes encode a negative number (two's complement).
+/// Returns whether a DER INTEGER's content bytes encode a negative number (two's complement).
 pub fn is_negative_serial(raw_serial: &[u8]) -> bool {
     raw_serial.first().is_some_and(|first| first & 0x80 != 0)
 }
@@ -174,7 +174,7 @@ pub fn fingerprint(der: &[u8]) -> String {
     digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// The common name of a subject, when it has exactly one.
+/// Returns the subject's common name when it has exactly one.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let (_, certificate) = X509Certificate::from_der(der).ok()?;
     let mut names = certificate.subject().iter_common_name();

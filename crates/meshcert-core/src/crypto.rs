@@ -25,7 +25,7 @@ pub struct SealedSecret {
     pub ciphertext: String,
 }
 
-/// Why a key could not be loaded or a value could not be sealed or opened. No variant carries
+/// The reason a key could not be loaded or a value could not be sealed or opened. No variant carries
 /// key material or plaintext.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -35,7 +35,7 @@ pub enum CryptoError {
     InvalidKey {
         /// Name of the variable.
         variable: &'static str,
-        /// What is wrong.
+        /// The problem with the value.
         reason: String,
     },
     /// The value was sealed with a key that is not configured.

@@ -9,7 +9,7 @@ pub const SECONDS_PER_DAY: i64 = 86_400;
 /// The default of `expiry_warning_days`.
 pub const DEFAULT_WARNING_DAYS: u32 = 30;
 
-/// Where a certificate stands at an instant.
+/// The expiry status of a certificate at an instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpiryStatus {
@@ -22,7 +22,7 @@ pub enum ExpiryStatus {
 }
 
 impl ExpiryStatus {
-    /// The status name used in the API and in logs.
+    /// Returns the status name used in the API and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             ExpiryStatus::Valid => "valid",

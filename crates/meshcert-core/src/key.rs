@@ -14,7 +14,7 @@ const OID_ED25519: &str = "1.3.101.112";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 
-/// What the API shows about a private key; never the key itself.
+/// The public facts of a private key that the API shows, never the key itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySummary {
     /// The PEM label the key was uploaded with: `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1)
@@ -38,7 +38,7 @@ pub struct DecodedKey {
     pub public_key_der: Vec<u8>,
 }
 
-/// Why a private key block cannot be used.
+/// The reason a private key block cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {

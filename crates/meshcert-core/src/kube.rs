@@ -1,5 +1,5 @@
 //! Kubernetes requests as values: the Secret meshcert applies, the HTTP request that applies it,
-//! and the meaning of the API server's answer. Nothing here sends anything.
+//! and the meaning of the API server's response. Nothing here sends anything.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -47,7 +47,7 @@ impl TlsSecret<'_> {
         content_fingerprint(self.chain_pem, self.private_key_pem, self.ca_pem)
     }
 
-    /// The Secret object for server-side apply.
+    /// Builds the Secret object for server-side apply.
     pub fn manifest(&self) -> Value {
         let mut data = serde_json::Map::new();
         data.insert("tls.crt".into(), Value::String(BASE64.encode(self.chain_pem)));
@@ -74,7 +74,7 @@ impl TlsSecret<'_> {
     }
 }
 
-/// The fingerprint of a Secret's content: SHA-256 over `tls.crt`, `tls.key` and `ca.crt`, each
+/// Computes the fingerprint of a Secret's content: SHA-256 over `tls.crt`, `tls.key` and `ca.crt`, each
 /// prefixed with its name and length so that moving bytes between entries changes it.
 pub fn content_fingerprint(chain_pem: &str, private_key_pem: &SecretString, ca_pem: Option<&str>) -> String {
     let mut hasher = Sha256::new();
@@ -89,7 +89,7 @@ pub fn content_fingerprint(chain_pem: &str, private_key_pem: &SecretString, ca_p
     hex::encode(hasher.finalize())
 }
 
-/// Why a request could not be built.
+/// The reason a request could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -144,7 +144,7 @@ fn secret_url(api_server: &str, namespace: &str, name: &str, query: &str) -> Res
     Ok(format!("{}/api/v1/namespaces/{namespace}/secrets/{name}{query}", base.as_str().trim_end_matches('/')))
 }
 
-/// The outcome of an apply, read from the API server's answer.
+/// The outcome of an apply, read from the API server's response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ApplyOutcome {
     /// Applied; the Secret's new resourceVersion.
@@ -156,7 +156,7 @@ pub enum ApplyOutcome {
     Failed(SyncError),
 }
 
-/// Reads the answer to an apply: a 2xx with the Secret, or a Kubernetes `Status` error.
+/// Reads the response to an apply: a 2xx with the Secret, or a Kubernetes `Status` error.
 pub fn read_apply_response(status: u16, body: &[u8]) -> ApplyOutcome {
     if (200..300).contains(&status) {
         let resource_version = serde_json::from_slice::<Value>(body)

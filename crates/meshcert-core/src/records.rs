@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::SealedSecret;
 use crate::validate::UploadSummary;
 
-/// The longest key Spin's key-value stores accept, in bytes.
+/// The maximum key length of Spin's key-value stores, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
 /// Key of a certificate's head record.
@@ -57,7 +57,7 @@ pub fn check_key_length(namespace: &str, name: &str) -> Result<(), usize> {
     Err(name.len() - (longest - MAX_KEY_BYTES))
 }
 
-/// What a key of the store refers to.
+/// The record a key of the store refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreKey {
     /// `cert/{namespace}/{name}`
@@ -207,7 +207,7 @@ pub struct ClusterRecord {
 pub enum SyncState {
     /// Not yet attempted.
     Pending,
-    /// The cluster holds the current version.
+    /// The cluster stores the current version.
     Synced,
     /// The last attempt failed; see `last_error`.
     Failed,
@@ -218,7 +218,7 @@ pub enum SyncState {
 }
 
 impl SyncState {
-    /// The state name used in the API.
+    /// Returns the state name used in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             SyncState::Pending => "pending",
@@ -237,7 +237,7 @@ pub struct SyncError {
     /// `invalid`, `rate_limited`, `server_error`, `timeout`, `connection_refused`,
     /// `connection_failed`, `outbound_denied`, `decrypt_failed`, `unexpected_response`.
     pub kind: String,
-    /// What happened and what to do.
+    /// The failure and the fix.
     pub message: String,
     /// HTTP status from the API server, when one was returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,7 +278,7 @@ pub struct SyncRecord {
 }
 
 impl SyncRecord {
-    /// One word for the list view: `synced` when every cluster is, `failed` when none is and one
+    /// Summarizes the states in one word for the list view: `synced` when every cluster is, `failed` when none is and one
     /// failed, `partial` when some are, `pending` when nothing has been attempted, `none` when no
     /// cluster is registered.
     pub fn summary(&self) -> &'static str {

@@ -12,7 +12,7 @@ pub const SIGNATURE_HEADER: &str = "x-meshcert-signature";
 /// How far a timestamp may be from the receiver's clock, in seconds, either way.
 pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
 
-/// Why a signed request is rejected. No variant carries the secret or the expected signature.
+/// The reason a signed request is rejected. No variant carries the secret or the expected signature.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureError {

@@ -25,7 +25,7 @@ pub enum Field {
 }
 
 impl Field {
-    /// The JSON field name.
+    /// Returns the JSON field name.
     pub fn as_str(self) -> &'static str {
         match self {
             Field::Certificate => "certificate",
