@@ -214,4 +214,8 @@ async fn sync_hook_rejects_bad_signatures() {
     }
     let (status, _) = test.signed_sync("{}").await;
     assert_eq!(status, 200);
+    let (status, body) = test.signed_sync(r#"{"scope": {"namespace": "x"}}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = test.signed_sync(r#"{"dry_run": true}"#).await;
+    assert_eq!(status, 501, "{body}");
 }

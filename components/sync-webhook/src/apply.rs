@@ -55,11 +55,6 @@ struct Outcome {
 /// they are recorded and reported per target.
 pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
-    if request.dry_run {
-        // TODO: Return the plan (create, update, delete, unchanged, conflict per target) without
-        // applying it; remove when sync reads the clusters' live Secrets.
-        anyhow::bail!("dry_run is not supported yet: call without it to apply");
-    }
     let store = Store::open()?;
     let cipher = cipher()?;
 

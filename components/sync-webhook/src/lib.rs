@@ -73,6 +73,12 @@ async fn sync(request: Request) -> Response {
         }
     };
 
+    if sync_request.dry_run {
+        // TODO: Return the plan (create, update, delete, unchanged, conflict per target) without
+        // applying it; remove when sync reads the clusters' live Secrets.
+        return error_response(501, "dry_run_not_supported", "dry_run is not supported yet: send the request without it to apply", Some("dry_run"));
+    }
+
     match apply::run(sync_request).await {
         Ok(report) => json_response(200, &report),
         Err(error) => {
