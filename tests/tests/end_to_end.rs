@@ -219,3 +219,138 @@ async fn sync_hook_rejects_bad_signatures() {
     let (status, body) = test.signed_sync(r#"{"dry_run": true}"#).await;
     assert_eq!(status, 501, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_selector_limits_targets() {
+    let certificates = Certificates::new();
+    certificates.server("shop.example.test", 365);
+    let east = fake_cluster("east").await;
+    let west = fake_cluster("west").await;
+    let test = TestApp::start().await;
+    test.register_with_labels(&east, json!({ "env": "staging" })).await;
+    test.register_with_labels(&west, json!({ "env": "prod" })).await;
+    let mut body = upload(&certificates, "shop", "shop.example.test", "shop.example.test");
+    body["clusters"] = json!("env=prod");
+
+    let (status, created) = test.call("POST", "/api/v1/certificates", Some(&body)).await;
+
+    assert_eq!(status, 201, "{created}");
+    assert!(west.secret("istio-system", "shop").is_some());
+    assert!(east.secret("istio-system", "shop").is_none(), "the Secret reached a cluster the selector excludes");
+    assert!(created["sync"].get("east").is_none(), "{created}");
+    let (status, _) = test.signed_sync("{}").await;
+    assert_eq!(status, 200);
+    assert!(east.secret("istio-system", "shop").is_none(), "a full resync pushed to an excluded cluster");
+
+    body["name"] = json!("other");
+    body["clusters"] = json!("this is !! not a selector");
+    let (status, rejected) = test.call("POST", "/api/v1/certificates", Some(&body)).await;
+    assert_eq!(status, 422);
+    assert_eq!(rejected["error"]["code"], "invalid_cluster_selector");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_registration_rejects_bad_input() {
+    let test = TestApp::start().await;
+    let cases = [
+        (json!({ "id": "east", "api_server": "http://admin:secret@127.0.0.1:6443", "token": "t" }), "invalid_api_server"),
+        (json!({ "id": "east", "api_server": "ftp://127.0.0.1", "token": "t" }), "invalid_api_server"),
+        (json!({ "id": "East", "api_server": "https://127.0.0.1:6443", "token": "t" }), "invalid_cluster_id"),
+        (json!({ "id": "east", "api_server": "https://127.0.0.1:6443", "token": " " }), "missing_token"),
+        (json!({ "id": "east", "api_server": "https://127.0.0.1:6443", "token": "t", "labels": { "Not A Label!": "x" } }), "invalid_label"),
+    ];
+
+    for (body, code) in cases {
+        let (status, response) = test.call("POST", "/api/v1/clusters", Some(&body)).await;
+
+        assert_eq!(status, 422, "{body}: {response}");
+        assert_eq!(response["error"]["code"], code, "{response}");
+        assert!(!response.to_string().contains("secret@"), "{response}");
+    }
+    let (_, clusters) = test.call("GET", "/api/v1/clusters", None).await;
+    assert_eq!(clusters["clusters"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_errors_never_echo_values() {
+    let certificates = Certificates::new();
+    certificates.server("shop.example.test", 365);
+    let test = TestApp::start().await;
+    let key = certificates.read("shop.example.test.key");
+    let cases = [
+        json!({ "name": "a", "certificate": "x", "private_key": "y", "mtls": key }),
+        json!({ "name": "a", "certificate": "x", "private_key": "y", "mtls": format!("x\"{key}") }),
+        json!({ "name": "a", "certificate": "x", "private_key": 12345 }),
+        json!({ "name": "a", "certificate": "x", "private_key": "y", key.clone(): true }),
+    ];
+
+    for body in cases {
+        let (status, response) = test.call("POST", "/api/v1/certificates", Some(&body)).await;
+
+        assert_eq!(status, 400, "{response}");
+        assert_eq!(response["error"]["code"], "invalid_json");
+        for line in pem_body_lines(&key) {
+            assert!(!response.to_string().contains(&line), "the error quotes the key: {response}");
+        }
+        assert!(!response.to_string().contains("12345"), "the error quotes a value: {response}");
+    }
+    let (_, response) = test.call("POST", "/api/v1/certificates", Some(&json!({ "name": "a", "certificate": "x", "private_key": "y", "mtls": "yes" }))).await;
+    assert_eq!(response["error"]["field"], "mtls", "{response}");
+    assert!(response["error"]["message"].as_str().unwrap().contains("expected a boolean"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_cluster_times_out_alone() {
+    let certificates = Certificates::new();
+    certificates.server("shop.example.test", 365);
+    let east = fake_cluster("east").await;
+    let west = fake_cluster("west").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    test.register(&west).await;
+    east.set_latency(Duration::from_secs(120));
+    let started = std::time::Instant::now();
+
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "shop", "shop.example.test", "shop.example.test"))).await;
+
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sync"]["east"]["state"], "failed");
+    assert_eq!(body["sync"]["east"]["last_error"]["kind"], "timeout");
+    assert_eq!(body["sync"]["west"]["state"], "synced");
+    assert!(started.elapsed() < Duration::from_secs(30), "the create took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_scope_must_exist() {
+    let test = TestApp::start().await;
+
+    let (status, body) = test.signed_sync(r#"{"scope": {"certificate": "istio-system/nothere"}}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "scope_not_found");
+    let (status, _) = test.signed_sync(r#"{"scope": {"cluster": "nothere"}}"#).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_bad_configuration() {
+    let healthy = TestApp::start().await;
+    let broken = TestApp::start_with(&[("encryption_key", "not-a-key")]).await;
+
+    let (status, _) = healthy.call_with_token("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = broken.call_with_token("GET", "/healthz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["problems"][0].as_str().unwrap().starts_with("encryption_key is not 32 bytes"), "{body}");
+    assert!(!body.to_string().contains("not-a-key"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_scheme_is_case_insensitive() {
+    let test = TestApp::start().await;
+    let headers = vec![("authorization".to_string(), format!("bearer {}", support::API_TOKEN))];
+
+    let (status, _) = support::send(test.server.addr(), "GET", "/api/v1/certificates", &headers, Vec::new()).await;
+    assert_eq!(status, 200);
+    let (status, _) = support::send(test.server.addr(), "HEAD", "/api/v1/certificates", &headers, Vec::new()).await;
+    assert_eq!(status, 200);
+}

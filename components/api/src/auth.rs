@@ -25,11 +25,13 @@ impl Role {
 
 /// Checks the `Authorization: Bearer` header against the configured tokens in constant time.
 pub fn authenticate(request: &Request) -> Result<Role, Response> {
+    // RFC 7235: the scheme name is case-insensitive.
     let presented = request
         .header("authorization")
         .and_then(|value| value.as_str())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let Some(presented) = presented.filter(|token| !token.is_empty()) else {
         return Err(unauthorized("missing bearer token: send the header \"Authorization: Bearer <api_token>\""));
     };

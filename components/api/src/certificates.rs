@@ -6,6 +6,7 @@ use meshcert_core::api::{CertificateDetails, CertificateListItem, CreateCertific
 use meshcert_core::expiry;
 use meshcert_core::kube;
 use meshcert_core::names;
+use meshcert_core::selector::LabelSelector;
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, StoreKey, SyncRecord};
 use meshcert_core::validate::{self, UploadInput, Warning};
 use meshcert_spin::{cipher, error_response, json_response, now, variable, Store};
@@ -24,6 +25,16 @@ pub async fn create(request: &Request, role: Role) -> Response {
     };
     if let Err(response) = check_names(&body.namespace, &body.name) {
         return response;
+    }
+    if let Some(selector) = &body.clusters {
+        if let Err(error) = LabelSelector::parse(selector) {
+            return error_response(
+                422,
+                "invalid_cluster_selector",
+                &format!("clusters {selector:?} is not a label selector: {error}"),
+                Some("clusters"),
+            );
+        }
     }
     let now = now();
     let warning_days = warning_days();
@@ -50,10 +61,7 @@ pub async fn create(request: &Request, role: Role) -> Response {
             return error_response(
                 409,
                 "certificate_exists",
-                &format!(
-                    "certificate {}/{} already exists; rotate it with PUT /api/v1/certificates/{}/{}",
-                    body.namespace, body.name, body.namespace, body.name
-                ),
+                &format!("certificate {}/{} already exists; choose another name", body.namespace, body.name),
                 Some("name"),
             );
         }

@@ -4,6 +4,7 @@ use meshcert_core::api::{ClusterView, CreateClusterRequest, SyncScope};
 use meshcert_core::names;
 use meshcert_core::pem_blocks;
 use meshcert_core::records::{self, ClusterRecord};
+use meshcert_core::selector::{check_label_key, check_label_value};
 use meshcert_core::validate::Field;
 use meshcert_spin::{cipher, error_response, json_response, now, Store};
 use spin_sdk::http::{Request, Response};
@@ -111,13 +112,31 @@ fn check(body: &CreateClusterRequest) -> Result<(), Response> {
             Some("api_server"),
         )
     })?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() || url.query().is_some() {
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
         return Err(error_response(
             422,
             "invalid_api_server",
-            &format!("api_server {:?} must be an https:// base URL with a host and no query, such as https://10.0.0.1:6443", body.api_server),
+            &format!("api_server {:?} must be an https:// (or, for local clusters, http://) base URL with a host and no query, such as https://10.0.0.1:6443", body.api_server),
             Some("api_server"),
         ));
+    }
+    // Credentials in the URL would be stored and shown in plain text; the token field is encrypted.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(error_response(
+            422,
+            "invalid_api_server",
+            "api_server must not contain a user name or password: remove them from the URL and put the bearer token in token",
+            Some("api_server"),
+        ));
+    }
+
+    for (key, value) in &body.labels {
+        if let Err(rule) = check_label_key(key) {
+            return Err(error_response(422, "invalid_label", &format!("label key {key:?} {rule}"), Some("labels")));
+        }
+        if let Err(rule) = check_label_value(value) {
+            return Err(error_response(422, "invalid_label", &format!("label {key:?} has value {value:?}, which {rule}"), Some("labels")));
+        }
     }
 
     if body.token.expose().trim().is_empty() {

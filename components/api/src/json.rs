@@ -7,41 +7,63 @@ use spin_sdk::http::{Request, Response};
 /// Parses a JSON body. Unknown fields are rejected by name.
 ///
 /// serde's messages quote the offending value ("invalid type: string \"...\""), which could be
-/// a private key pasted into the wrong field, so quoted text is replaced before it is returned.
+/// a private key pasted into the wrong field, so the message is rebuilt from the field path and
+/// the expected type only, and never contains a value of the request.
 pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, Response> {
-    serde_json::from_slice(request.body()).map_err(|error| {
-        let message = redact_quoted(&error.to_string());
-        let field = unknown_field(&message);
-        error_response(
-            400,
-            "invalid_json",
-            &format!("the request body is not valid JSON for this endpoint: {message}"),
-            field.as_deref(),
-        )
+    let mut deserializer = serde_json::Deserializer::from_slice(request.body());
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let (message, field) = describe(&inner, &path);
+        tracing::warn!(error = %message, "request body rejected");
+        error_response(400, "invalid_json", &message, field.as_deref())
     })
 }
 
-fn redact_quoted(message: &str) -> String {
-    let mut output = String::with_capacity(message.len());
-    let mut inside = false;
-    for character in message.chars() {
-        if character == '"' {
-            if inside {
-                output.push_str("\"…\"");
-            }
-            inside = !inside;
-            continue;
-        }
-        if !inside {
-            output.push(character);
-        }
+/// Builds a message and the field it concerns from a serde_json error without quoting input.
+fn describe(error: &serde_json::Error, path: &str) -> (String, Option<String>) {
+    let text = error.to_string();
+    let location = format!("line {} column {}", error.line(), error.column());
+    let field = (path != "." && is_safe_name(path)).then(|| path.to_string());
+
+    if error.classify() != serde_json::error::Category::Data {
+        return (format!("the request body is not valid JSON ({}); send a JSON object", strip_location(&text)), None);
     }
-    output
+    if let Some(rest) = text.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let expected = rest.rsplit_once("expected ").map(|(_, expected)| strip_location(expected)).unwrap_or_default();
+        let message = if is_safe_name(name) {
+            format!("unknown field {name:?} at {location}; this endpoint accepts {expected}")
+        } else {
+            format!("unknown field at {location}; this endpoint accepts {expected}")
+        };
+        return (message, is_safe_name(name).then(|| name.to_string()));
+    }
+    if let Some(rest) = text.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return (format!("missing field {name:?}: add it to the request body"), Some(name.to_string()));
+    }
+    // "invalid type: <value>, expected <type>": the type after the last ", expected " comes
+    // from this endpoint's schema, while everything before it may quote the request.
+    let expected = text.rsplit_once(", expected ").map(|(_, expected)| strip_location(expected));
+    let subject = field.as_deref().map_or_else(|| "a value".to_string(), |field| format!("field {field:?}"));
+    match expected {
+        Some(expected) => (format!("{subject} has the wrong type or value at {location}: expected {expected}"), field),
+        None => (format!("{subject} is not valid for this endpoint at {location}"), field),
+    }
 }
 
-fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    Some(rest.split('`').next()?.to_string())
+/// Removes serde_json's " at line L column C" suffix.
+fn strip_location(text: &str) -> String {
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// A field path short enough and plain enough to repeat: letters, digits, `_` and `.` only.
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// Returns the value of a query parameter.

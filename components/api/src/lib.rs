@@ -37,7 +37,7 @@ async fn route(request: Request) -> Response {
 
     if segments == ["healthz"] {
         return match method {
-            Method::Get | Method::Head => json_response(200, &serde_json::json!({ "status": "ok" })),
+            Method::Get | Method::Head => health(),
             _ => method_not_allowed(&path, "GET"),
         };
     }
@@ -62,6 +62,8 @@ async fn route(request: Request) -> Response {
         }
     }
 
+    // HEAD is GET without a body; the server drops the body.
+    let method = if method == Method::Head { Method::Get } else { method };
     match (segments.as_slice(), &method) {
         (["api", "v1", "certificates"], Method::Post) => certificates::create(&request, role).await,
         (["api", "v1", "certificates"], Method::Get) => certificates::list(&request),
@@ -75,6 +77,26 @@ async fn route(request: Request) -> Response {
         (["api", "v1", "alerts"], _) => method_not_allowed(&path, "GET"),
         _ => error_response(404, "not_found", &format!("no route for {path:?}; the API lives under /api/v1"), None),
     }
+}
+
+/// `GET /healthz`: 200 when the configuration is usable, 503 naming each problem otherwise, so
+/// that a bad variable shows at deployment instead of on the first write. Never shows values.
+fn health() -> Response {
+    let mut problems = Vec::new();
+    for name in ["api_token", "webhook_secret"] {
+        if meshcert_spin::secret_variable(name).map(|value| value.is_empty()).unwrap_or(true) {
+            problems.push(format!("{name} is not set: set SPIN_VARIABLE_{}", name.to_uppercase()));
+        }
+    }
+    if let Err(error) = meshcert_spin::cipher() {
+        problems.push(format!("{error:#}"));
+    }
+
+    if problems.is_empty() {
+        return json_response(200, &serde_json::json!({ "status": "ok" }));
+    }
+    tracing::error!(problems = ?problems, "configuration is not usable");
+    json_response(503, &serde_json::json!({ "status": "misconfigured", "problems": problems }))
 }
 
 fn method_not_allowed(path: &str, allowed: &str) -> Response {

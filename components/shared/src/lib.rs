@@ -135,7 +135,11 @@ pub fn init_logs() {
 /// Builds a JSON response.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response {
     match serde_json::to_vec_pretty(body) {
-        Ok(bytes) => Response::builder().status(status).header("content-type", "application/json").body(bytes).build(),
+        // A final newline keeps shell prompts and consecutive curl outputs apart.
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            Response::builder().status(status).header("content-type", "application/json").body(bytes).build()
+        }
         Err(error) => error_response(500, "internal_error", &format!("failed to encode the response: {error}"), None),
     }
 }
@@ -145,7 +149,8 @@ pub fn error_response(status: u16, code: &str, message: &str, field: Option<&str
     let body = meshcert_core::api::ErrorBody {
         error: meshcert_core::api::ApiError { code: code.into(), message: message.into(), field: field.map(str::to_string) },
     };
-    let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    bytes.push(b'\n');
     Response::builder().status(status).header("content-type", "application/json").body(bytes).build()
 }
 
@@ -161,4 +166,36 @@ pub fn signed_hook_request(url: &str, body: Vec<u8>, secret: &SecretString, time
         .header(signing::SIGNATURE_HEADER, signature)
         .body(body)
         .build()
+}
+
+/// Runs `future` for at most `limit` of the host's monotonic clock; `None` when time ran out,
+/// in which case the future is dropped (for an outgoing request, that cancels it).
+pub async fn with_timeout<F: std::future::Future>(limit: std::time::Duration, future: F) -> Option<F::Output> {
+    let deadline = wasi::clocks::monotonic_clock::now().saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX));
+    let timer = Deadline { instant: deadline, registration: None };
+    futures::pin_mut!(future);
+    match futures::future::select(future, timer).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(((), _)) => None,
+    }
+}
+
+/// A future that completes at a monotonic-clock instant, woken by spin-sdk's executor.
+struct Deadline {
+    instant: u64,
+    registration: Option<spin_executor::CancelOnDropToken>,
+}
+
+impl std::future::Future for Deadline {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if wasi::clocks::monotonic_clock::now() >= self.instant {
+            return std::task::Poll::Ready(());
+        }
+        let pollable = wasi::clocks::monotonic_clock::subscribe_instant(self.instant);
+        let token = spin_executor::push_waker_and_get_token(pollable, context.waker().clone());
+        self.registration = Some(token.into());
+        std::task::Poll::Pending
+    }
 }

@@ -10,17 +10,23 @@ use meshcert_core::api::{SyncReport, SyncRequest, SyncScope, TargetReport};
 use meshcert_core::kube::{self, ApplyOutcome, TlsSecret};
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncError, SyncRecord, SyncState};
 use meshcert_core::secret::SecretString;
-use meshcert_spin::{cipher, now, variable, Store};
+use meshcert_core::selector::LabelSelector;
+use meshcert_spin::{cipher, now, variable, with_timeout, Store};
 use spin_sdk::http::{ErrorCode, Response, SendError};
 
 /// The default of `sync_concurrency`.
 const DEFAULT_CONCURRENCY: usize = 16;
+
+/// How long one request to an API server may take, so that a cluster that accepts connections
+/// and never answers cannot hold the sync, and the api request that started it, for long.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A cluster with its token decrypted for this run.
 struct Cluster {
     id: String,
     api_server: String,
     token: SecretString,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The current version of a certificate, with its key decrypted for this run.
@@ -31,6 +37,7 @@ struct Certificate {
     chain_pem: String,
     private_key: SecretString,
     ca_pem: Option<String>,
+    selector: LabelSelector,
 }
 
 struct Outcome {
@@ -73,7 +80,7 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
             continue;
         }
         let token = cipher.open(&record.token, &key).with_context(|| format!("failed to decrypt the token of cluster {:?}", record.id))?;
-        clusters.push(Arc::new(Cluster { id: record.id, api_server: record.api_server, token }));
+        clusters.push(Arc::new(Cluster { id: record.id, api_server: record.api_server, token, labels: record.labels }));
     }
     let mut certificates = Vec::new();
     for key in store.keys("cert/")? {
@@ -94,6 +101,9 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
             .get(&version_key)?
             .with_context(|| format!("certificate {namespace}/{name} points to version {} but {version_key:?} is missing", head.version))?;
         let private_key = cipher.open(&version.private_key, &version_key)?;
+        // The api validated the selector on upload, so a stored one parses.
+        let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default())
+            .map_err(|error| anyhow::anyhow!("certificate {namespace}/{name} has an invalid cluster selector: {error}"))?;
         certificates.push(Arc::new(Certificate {
             namespace,
             name,
@@ -101,13 +111,20 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
             chain_pem: version.chain_pem,
             private_key,
             ca_pem: version.ca_pem.filter(|_| version.mtls),
+            selector,
         }));
     }
 
-    // Every target at once, at most `sync_concurrency` requests in flight.
+    // Every target at once, at most `sync_concurrency` requests in flight. A certificate goes only
+    // to the clusters its selector matches.
     let targets: Vec<(Arc<Certificate>, Arc<Cluster>)> = certificates
         .iter()
-        .flat_map(|certificate| clusters.iter().map(move |cluster| (certificate.clone(), cluster.clone())))
+        .flat_map(|certificate| {
+            clusters
+                .iter()
+                .filter(|cluster| certificate.selector.matches(&cluster.labels))
+                .map(move |cluster| (certificate.clone(), cluster.clone()))
+        })
         .collect();
     let outcomes: Vec<Outcome> = futures::stream::iter(targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster)))
         .buffer_unordered(concurrency())
@@ -158,7 +175,15 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
 /// Sends one server-side apply and returns the new resourceVersion from the response.
 async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, SyncError> {
     let url = request.uri().to_string();
-    let response: Response = spin_sdk::http::send(request).await.map_err(|error| send_error(&url, error))?;
+    let send = spin_sdk::http::send::<_, Response>(request);
+    let Some(result) = with_timeout(REQUEST_TIMEOUT, send).await else {
+        return Err(SyncError {
+            kind: "timeout".into(),
+            message: format!("the API server did not answer within {} s ({url}): the next sync retries", REQUEST_TIMEOUT.as_secs()),
+            status: None,
+        });
+    };
+    let response = result.map_err(|error| send_error(&url, error))?;
     match kube::read_apply_response(*response.status(), response.body()) {
         ApplyOutcome::Applied { resource_version } => Ok(resource_version),
         ApplyOutcome::Failed(error) => Err(error),

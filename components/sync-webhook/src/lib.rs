@@ -6,9 +6,10 @@
 
 mod apply;
 
-use meshcert_core::api::{SyncReport, SyncRequest};
+use meshcert_core::api::{SyncReport, SyncRequest, SyncScope};
+use meshcert_core::records;
 use meshcert_core::signing;
-use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable};
+use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable, Store};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
@@ -79,11 +80,37 @@ async fn sync(request: Request) -> Response {
         return error_response(501, "dry_run_not_supported", "dry_run is not supported yet: send the request without it to apply", Some("dry_run"));
     }
 
+    if let Some(response) = missing_scope(sync_request.scope.as_ref()) {
+        return response;
+    }
+
     match apply::run(sync_request).await {
         Ok(report) => json_response(200, &report),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "sync failed");
             error_response(500, "sync_failed", &format!("{error:#}"), None)
+        }
+    }
+}
+
+/// Returns a 404 response when the scope names a certificate or cluster that does not exist, so
+/// that a typo in a pipeline is an error, not an empty report.
+fn missing_scope(scope: Option<&SyncScope>) -> Option<Response> {
+    let (key, what) = match scope? {
+        SyncScope::Certificate(id) => {
+            let Some((namespace, name)) = id.split_once('/') else {
+                return Some(error_response(400, "invalid_scope", &format!("certificate scope {id:?} is not namespace/name"), Some("scope")));
+            };
+            (records::certificate_key(namespace, name), format!("certificate {id:?}"))
+        }
+        SyncScope::Cluster(id) => (records::cluster_key(id), format!("cluster {id:?}")),
+    };
+    match Store::open().and_then(|store| store.exists(&key)) {
+        Ok(true) => None,
+        Ok(false) => Some(error_response(404, "scope_not_found", &format!("{what} does not exist; list them under /api/v1"), Some("scope"))),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "failed to look up the sync scope");
+            Some(error_response(500, "internal_error", &format!("{error:#}"), None))
         }
     }
 }

@@ -175,7 +175,7 @@ pub fn status_error(status: u16, body: &[u8]) -> SyncError {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
 
     let (kind, advice) = match status {
-        401 => ("unauthorized", "the cluster rejected the token: rotate it with the cluster's current ServiceAccount token"),
+        401 => ("unauthorized", "the cluster rejected the token: check that meshcert's ServiceAccount token in this cluster is still valid"),
         403 => ("forbidden", "the token lacks RBAC permission: grant get, list, patch and delete on Secrets in this namespace"),
         404 => ("namespace_not_found", "the namespace does not exist in this cluster: create it, or move the certificate to the gateway's namespace"),
         409 => ("conflict", "the Secret changed during the update: the next sync retries"),

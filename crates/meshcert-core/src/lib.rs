@@ -25,5 +25,6 @@ pub mod names;
 pub mod pem_blocks;
 pub mod records;
 pub mod secret;
+pub mod selector;
 pub mod signing;
 pub mod validate;

@@ -40,7 +40,7 @@ pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
             return Err("may contain only lowercase letters, digits, '-' and '.'".into());
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err("each part between dots must start and end with a lowercase letter or digit".into());
+            return Err("must start and end each part between dots with a lowercase letter or digit".into());
         }
     }
     Ok(())

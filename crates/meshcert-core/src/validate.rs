@@ -157,6 +157,20 @@ pub enum UploadError {
         /// Subject of that certificate.
         next_subject: String,
     },
+    /// A certificate's issuer is not in the chain, and something else follows it.
+    #[error("certificate chain is incomplete: certificate {position} ({subject:?}) was issued by {issuer:?}, which is not in the chain, but certificate {next_position} ({next_subject:?}) follows it; insert the intermediate {issuer:?} after certificate {position}")]
+    ChainIncomplete {
+        /// Position of the certificate whose issuer is missing.
+        position: usize,
+        /// Its subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
+        /// Position of the certificate that follows it.
+        next_position: usize,
+        /// Subject of that certificate.
+        next_subject: String,
+    },
     /// A negative serial number (RFC 5280 section 4.1.2.2 requires a positive integer).
     #[error("{} block {position} ({subject:?}) has a negative serial number {serial}; RFC 5280 requires a positive serial, so reissue the certificate", field.as_str())]
     NegativeSerialNumber {
@@ -244,6 +258,7 @@ impl UploadError {
             UploadError::KeyMismatch { .. } => "key_mismatch",
             UploadError::InvalidCertificate { .. } => "invalid_certificate",
             UploadError::ChainOutOfOrder { .. } => "chain_out_of_order",
+            UploadError::ChainIncomplete { .. } => "chain_incomplete",
             UploadError::NegativeSerialNumber { .. } => "negative_serial_number",
             UploadError::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
             UploadError::CertificateExpired { .. } => "certificate_expired",
@@ -275,7 +290,10 @@ impl UploadError {
             | UploadError::InvalidPrivateKey { .. }
             | UploadError::KeyTooSmall { .. }
             | UploadError::KeyMismatch { .. } => Field::PrivateKey,
-            UploadError::ChainOutOfOrder { .. } | UploadError::CertificateExpired { .. } | UploadError::NoHostName { .. } => {
+            UploadError::ChainOutOfOrder { .. }
+            | UploadError::ChainIncomplete { .. }
+            | UploadError::CertificateExpired { .. }
+            | UploadError::NoHostName { .. } => {
                 Field::Certificate
             }
             UploadError::CaCertificateNotCa { .. } | UploadError::CaCertificateRequired => Field::CaCertificate,
@@ -473,6 +491,19 @@ fn check_chain_order(chain: &[ParsedCertificate]) -> Result<(), UploadError> {
     for (index, pair) in chain.windows(2).enumerate() {
         let (certificate, next) = (&pair[0], &pair[1]);
         if certificate.summary.issuer != next.summary.subject {
+            // The issuer is in the chain, or this certificate issued a later one: the order is
+            // wrong. Otherwise the issuer is missing.
+            let issuer_present = chain.iter().any(|other| other.summary.subject == certificate.summary.issuer && other.der != certificate.der);
+            let issued_later = chain[index + 1..].iter().any(|later| later.summary.issuer == certificate.summary.subject);
+            if !issuer_present && !issued_later {
+                return Err(UploadError::ChainIncomplete {
+                    position: index + 1,
+                    subject: certificate.summary.subject.clone(),
+                    issuer: certificate.summary.issuer.clone(),
+                    next_position: index + 2,
+                    next_subject: next.summary.subject.clone(),
+                });
+            }
             return Err(UploadError::ChainOutOfOrder {
                 position: index + 1,
                 subject: certificate.summary.subject.clone(),

@@ -927,6 +927,18 @@ fn upload_rejects_intermediate_before_leaf() {
 }
 
 #[test]
+fn upload_rejects_missing_intermediate() {
+    let fixture = Fixture::new(KeyType::EcdsaP256);
+    let chain = fixture.leaf.pem() + &fixture.pki.root.pem();
+
+    let error = reject(&fixture.upload().with_certificate(chain), now(), "chain_incomplete");
+
+    let message = error.to_string();
+    assert!(matches!(error, UploadError::ChainIncomplete { position: 1, next_position: 2, .. }), "{error:?}");
+    assert!(message.contains("insert the intermediate"), "{message}");
+}
+
+#[test]
 fn upload_rejects_expired_leaf() {
     let fixture = Fixture::new(KeyType::EcdsaP256);
     // The leaf expires 365 days after now(); the intermediate and the root are valid for longer.

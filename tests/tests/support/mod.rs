@@ -32,15 +32,23 @@ pub struct TestApp {
 impl TestApp {
     /// Loads spin.toml with test variables and plain-HTTP loopback clusters allowed.
     pub async fn start() -> TestApp {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`TestApp::start`], with some variables replaced.
+    pub async fn start_with(variables: &[(&str, &str)]) -> TestApp {
         let state = tempfile::tempdir().expect("temporary state directory");
         let encryption_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        let config = AppConfig::new(manifest())
+        let mut config = AppConfig::new(manifest())
             .state_dir(state.path())
             .read_env(false)
             .variable("api_token", API_TOKEN)
             .variable("webhook_secret", WEBHOOK_SECRET)
             .variable("encryption_key", encryption_key)
             .variable("extra_cluster_hosts", "http://127.0.0.1:*");
+        for (name, value) in variables {
+            config = config.variable(*name, *value);
+        }
         let app = App::load(config).unwrap_or_else(|error| {
             panic!("failed to load spin.toml ({error:#}); build the components first with scripts/test.sh")
         });
@@ -78,11 +86,16 @@ impl TestApp {
 
     /// Registers a fake cluster through the API.
     pub async fn register(&self, cluster: &FakeCluster) -> Value {
+        self.register_with_labels(cluster, serde_json::json!({})).await
+    }
+
+    /// Registers a fake cluster with labels through the API.
+    pub async fn register_with_labels(&self, cluster: &FakeCluster, labels: Value) -> Value {
         let (status, body) = self
             .call(
                 "POST",
                 "/api/v1/clusters",
-                Some(&serde_json::json!({ "id": cluster.name(), "api_server": cluster.url(), "token": cluster.token() })),
+                Some(&serde_json::json!({ "id": cluster.name(), "api_server": cluster.url(), "token": cluster.token(), "labels": labels })),
             )
             .await;
         assert_eq!(status, 201, "registering {}: {body}", cluster.name());
