@@ -42,7 +42,7 @@ async fn walkthrough_syncs_and_alerts() {
     assert_eq!(shop["sync"]["east"]["state"], "synced");
     assert_eq!(shop["sync"]["west"]["state"], "synced");
 
-    // Each Secret holds exactly the uploaded chain and key, with meshcert's label.
+    // Each Secret contains exactly the uploaded chain and key, with meshcert's label.
     for cluster in [&east, &west] {
         for host in ["shop", "short"] {
             let secret = cluster.secret("istio-system", host).unwrap_or_else(|| panic!("{} has no Secret {host}", cluster.name()));
@@ -117,7 +117,9 @@ async fn upload_rejects_mismatched_key() {
     assert!(body["error"]["message"].as_str().unwrap().contains("CN=shop.example.test"), "{body}");
     let (status, _) = test.call("GET", "/api/v1/certificates/istio-system/shop", None).await;
     assert_eq!(status, 404);
-    assert!(test.stored_values().iter().all(|(key, _)| !key.starts_with("cert/") && !key.starts_with("alert/")));
+    let stored = test.stored_values();
+    assert!(stored.iter().all(|(key, _)| !key.starts_with("cert/")), "a rejected upload stored a certificate");
+    assert!(stored.iter().all(|(key, _)| !key.starts_with("alert/")), "a rejected upload stored an alert");
     assert!(east.secret("istio-system", "shop").is_none());
 }
 

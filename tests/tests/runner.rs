@@ -18,7 +18,7 @@ impl Drop for Runner {
     }
 }
 
-/// A copy of spin.toml whose component sources are absolute and whose scan runs every second.
+/// Writes a copy of spin.toml whose component sources are absolute and whose scan runs every second.
 fn every_second_manifest(dir: &Path) -> std::path::PathBuf {
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
     let manifest = std::fs::read_to_string(repository.join("spin.toml")).unwrap();
@@ -59,7 +59,7 @@ async fn up_serves_and_fires_cron() {
     let _runner = Runner(child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
-    // The HTTP trigger answers once the app is loaded.
+    // The HTTP trigger responds once the app is loaded.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {

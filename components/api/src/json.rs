@@ -61,7 +61,7 @@ fn strip_location(text: &str) -> String {
     }
 }
 
-/// A field path short enough and plain enough to repeat: letters, digits, `_` and `.` only.
+/// Returns whether a field path is short and plain enough to repeat: letters, digits, `_` and `.` only.
 fn is_safe_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }

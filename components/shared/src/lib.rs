@@ -168,8 +168,8 @@ pub fn signed_hook_request(url: &str, body: Vec<u8>, secret: &SecretString, time
         .build()
 }
 
-/// Runs `future` for at most `limit` of the host's monotonic clock; `None` when time ran out,
-/// in which case the future is dropped (for an outgoing request, that cancels it).
+/// Runs `future` for at most `limit` of the host's monotonic clock. Returns `None` when time ran
+/// out, after dropping the future, which cancels an outgoing request.
 pub async fn with_timeout<F: std::future::Future>(limit: std::time::Duration, future: F) -> Option<F::Output> {
     let deadline = wasi::clocks::monotonic_clock::now().saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX));
     let timer = Deadline { instant: deadline, registration: None };

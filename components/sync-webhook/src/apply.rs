@@ -17,8 +17,8 @@ use spin_sdk::http::{ErrorCode, Response, SendError};
 /// The default of `sync_concurrency`.
 const DEFAULT_CONCURRENCY: usize = 16;
 
-/// How long one request to an API server may take, so that a cluster that accepts connections
-/// and never answers cannot hold the sync, and the api request that started it, for long.
+/// The time limit of one request to an API server. A cluster that accepts connections and never
+/// responds then cannot hold up the sync, or the api request that started it, for long.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A cluster with its token decrypted for this run.
@@ -179,7 +179,7 @@ async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, S
     let Some(result) = with_timeout(REQUEST_TIMEOUT, send).await else {
         return Err(SyncError {
             kind: "timeout".into(),
-            message: format!("the API server did not answer within {} s ({url}): the next sync retries", REQUEST_TIMEOUT.as_secs()),
+            message: format!("the API server did not respond within {} s ({url}): the next sync retries", REQUEST_TIMEOUT.as_secs()),
             status: None,
         });
     };

@@ -35,7 +35,7 @@ impl Field {
     }
 }
 
-/// Why an upload is rejected. [`UploadError::code`] is the stable API code.
+/// The reason an upload is rejected. [`UploadError::code`] is the stable API code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
@@ -45,7 +45,7 @@ pub enum UploadError {
         /// The request field.
         field: Field,
     },
-    /// The field holds binary data such as DER.
+    /// The field contains binary data such as DER.
     #[error("{} is not PEM text (it looks like binary DER): convert it with `openssl x509 -inform der -in FILE -out FILE.pem` (or `openssl pkey -inform der` for a key) and paste the PEM", field.as_str())]
     NotPem {
         /// The request field.
@@ -64,7 +64,7 @@ pub enum UploadError {
         field: Field,
         /// Position of the block, starting at 1.
         position: usize,
-        /// What is wrong with it.
+        /// The problem with the block.
         reason: String,
     },
     /// The certificate field holds PEM blocks, but no certificate.
@@ -239,7 +239,7 @@ pub enum UploadError {
 }
 
 impl UploadError {
-    /// The stable error code of the API.
+    /// Returns the stable error code of the API.
     pub fn code(&self) -> &'static str {
         match self {
             UploadError::EmptyInput { .. } => "empty_input",
@@ -269,7 +269,7 @@ impl UploadError {
         }
     }
 
-    /// The request field the error concerns.
+    /// Returns the request field the error concerns.
     pub fn field(&self) -> Field {
         match self {
             UploadError::EmptyInput { field }
@@ -306,7 +306,7 @@ impl UploadError {
 pub struct Warning {
     /// Stable code, such as `no_subject_alt_name`.
     pub code: String,
-    /// What was found and what it means.
+    /// The finding and its meaning.
     pub message: String,
 }
 
@@ -615,7 +615,7 @@ fn labels(blocks: &[PemBlock]) -> String {
     blocks.iter().map(|block| format!("{:?}", block.label)).collect::<Vec<_>>().join(", ")
 }
 
-/// A host name as gateways match it: dot-separated labels of letters, digits and `-`, with an
+/// Returns whether `value` is a host name as gateways match it: dot-separated labels of letters, digits and `-`, with an
 /// optional leading `*.` wildcard.
 fn is_host_name(value: &str) -> bool {
     let name = value.strip_prefix("*.").unwrap_or(value);

@@ -17,7 +17,7 @@ use serde_json::Value;
 pub const API_TOKEN: &str = "admin-token-for-tests";
 pub const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
 
-/// The repository's spin.toml, which names the release .wasm files.
+/// Returns the path of the repository's spin.toml, which names the release .wasm files.
 pub fn manifest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml")
 }
@@ -102,7 +102,7 @@ impl TestApp {
         body
     }
 
-    /// Every value in the key-value store, as text.
+    /// Reads every value in the key-value store, as text.
     pub fn stored_values(&self) -> Vec<(String, String)> {
         let database = self.state.path().join(meshcert_host::DEFAULT_KEY_VALUE_FILE);
         let connection = rusqlite::Connection::open(database).expect("open the key-value database");
@@ -114,7 +114,7 @@ impl TestApp {
             .collect()
     }
 
-    /// Every component's captured output.
+    /// Returns every component's captured output.
     pub fn all_output(&self) -> String {
         ["api", "sync-webhook", "expiry-cron"].iter().map(|id| self.app.output(id)).collect::<Vec<_>>().join("\n")
     }
@@ -125,7 +125,7 @@ pub async fn fake_cluster(name: &str) -> FakeCluster {
     FakeCluster::start(FakeClusterConfig::new(name, format!("{name}-token-for-tests"))).await.expect("start the fake cluster")
 }
 
-/// One HTTP/1.1 request over a new loopback connection.
+/// Sends one HTTP/1.1 request over a new loopback connection.
 pub async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Vec<u8>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the host");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
@@ -196,13 +196,13 @@ impl Certificates {
         );
     }
 
-    /// The text of a file in the directory.
+    /// Reads the text of a file in the directory.
     pub fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(file)).unwrap()
     }
 }
 
-/// The body of `POST /api/v1/certificates` for `{host}.crt` with `{key_host}.key`.
+/// Builds the body of `POST /api/v1/certificates` for `{host}.crt` with `{key_host}.key`.
 pub fn upload(certificates: &Certificates, name: &str, host: &str, key_host: &str) -> Value {
     serde_json::json!({
         "name": name,
