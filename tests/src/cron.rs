@@ -18,7 +18,7 @@ pub(crate) mod bindings {
 pub use bindings::fermyon::spin_cron::cron_types::{Error as CronError, Metadata};
 
 /// Parses a cron expression the way the Spin cron trigger reads it: six fields, seconds first
-/// (`0 0 */6 * * *`); the `cron` crate also accepts a seventh field for the year.
+/// (`0 0 */6 * * *`). The `cron` crate also accepts a seventh field for the year.
 pub fn parse_schedule(expression: &str) -> Result<cron::Schedule> {
     cron::Schedule::from_str(expression).with_context(|| {
         format!(
@@ -28,7 +28,7 @@ pub fn parse_schedule(expression: &str) -> Result<cron::Schedule> {
 }
 
 /// How often the scheduler rechecks the wall clock while waiting, so that a test that moves
-/// the clock forward sees due events fire within about this long.
+/// the clock forward has due events fire within about this long.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Returns the next time after `now` at which `schedule` fires.

@@ -167,7 +167,7 @@ pub fn read_apply_response(status: u16, body: &[u8]) -> ApplyOutcome {
     ApplyOutcome::Failed(status_error(status, body))
 }
 
-/// Turns a non-2xx answer into a [`SyncError`] that keeps the status's Kubernetes meaning.
+/// Turns a non-2xx response into a [`SyncError`] that keeps the status's Kubernetes meaning.
 pub fn status_error(status: u16, body: &[u8]) -> SyncError {
     let server_message = serde_json::from_slice::<Value>(body)
         .ok()

@@ -1,7 +1,7 @@
 //! The plain library of meshcert: certificates, upload validation, stored records, Kubernetes
 //! Secret manifests, sync planning, expiry rules and the HTTP API's types.
 //!
-//! It knows nothing of Spin. The components under `components/` read a request, call this crate,
+//! It has no dependency on Spin. The components under `components/` read a request, call this crate,
 //! and do the I/O it asks for (key-value reads and writes, outbound HTTP). Every function that
 //! depends on the time takes `now` as a parameter, so tests never read the wall clock.
 //!

@@ -3,7 +3,7 @@
 //! Operators paste PEM from many places: files with CRLF line endings or a UTF-8 byte order mark,
 //! YAML with indentation, `openssl pkcs12` output with "Bag Attributes" between blocks. All of
 //! that is accepted and the text outside the BEGIN/END lines is dropped. What cannot be PEM gets
-//! an error that says what the input looks like instead: DER (`not_pem`), no BEGIN line at all
+//! an error that names what the input looks like instead: DER (`not_pem`), no BEGIN line at all
 //! (`no_pem_block`), or a broken block (`malformed_pem`).
 
 use base64::Engine as _;
@@ -35,12 +35,12 @@ impl std::fmt::Debug for PemBlock {
 }
 
 impl PemBlock {
-    /// Whether the block holds a private key of any encoding, encrypted or not.
+    /// Returns whether the block contains a private key of any encoding, encrypted or not.
     pub fn is_private_key(&self) -> bool {
         self.label.ends_with("PRIVATE KEY")
     }
 
-    /// Whether the block is an X.509 certificate.
+    /// Returns whether the block is an X.509 certificate.
     pub fn is_certificate(&self) -> bool {
         self.label == "CERTIFICATE" || self.label == "X509 CERTIFICATE"
     }
@@ -50,9 +50,9 @@ impl PemBlock {
 ///
 /// # Errors
 ///
-/// `empty_input` for an empty or blank input, `not_pem` for binary input such as DER,
-/// `no_pem_block` for text without a BEGIN line, `malformed_pem` for a block without its END line,
-/// with a mismatched END label, or with a body that is not base64.
+/// `empty_input` for an empty or blank input, `not_pem` for binary input such as DER, and
+/// `no_pem_block` for text without a BEGIN line. `malformed_pem` for a block without its END
+/// line, with a mismatched END label, or with a body that is not base64.
 pub fn parse(field: Field, input: &[u8]) -> Result<Vec<PemBlock>, UploadError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     if input.iter().all(u8::is_ascii_whitespace) {

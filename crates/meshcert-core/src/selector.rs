@@ -80,7 +80,7 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
 }
 
 /// Checks a Kubernetes label value: at most 63 characters of letters, digits, `-`, `_` and `.`,
-/// starting and ending with a letter or digit; empty is allowed.
+/// starting and ending with a letter or digit. An empty value is allowed.
 pub fn check_label_value(value: &str) -> Result<(), String> {
     if value.len() > 63 {
         return Err(format!("must be at most 63 characters, not {}", value.len()));

@@ -379,22 +379,7 @@ fn create_secret(state: &mut ClusterState, namespace: &str, request: &ApiRequest
     }
 
     let now = util::now_rfc3339();
-    let mut created = StoredSecret {
-        name: name.clone(),
-        namespace: namespace.to_owned(),
-        uid: util::new_uid(),
-        resource_version: 0,
-        creation_timestamp: now.clone(),
-        labels: input.labels.unwrap_or_default(),
-        annotations: input.annotations.unwrap_or_default(),
-        secret_type: input
-            .secret_type
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(secret::default_type),
-        data: input.data.unwrap_or_default(),
-        immutable: input.immutable,
-        managed_fields: Vec::new(),
-    };
+    let mut created = StoredSecret::from_input(&name, namespace, input, &now);
     check_valid(&name, secret::validate(&created))?;
     let written = FieldSet::of_secret(&created);
     created.record_write(
@@ -601,22 +586,7 @@ fn apply_secret(
     let applied = FieldSet::of_input(&input);
     let now = util::now_rfc3339();
     let Some(current) = state.secrets.get(&(namespace.to_owned(), name.to_owned())) else {
-        let mut created = StoredSecret {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            uid: util::new_uid(),
-            resource_version: 0,
-            creation_timestamp: now.clone(),
-            labels: input.labels.unwrap_or_default(),
-            annotations: input.annotations.unwrap_or_default(),
-            secret_type: input
-                .secret_type
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(secret::default_type),
-            data: input.data.unwrap_or_default(),
-            immutable: input.immutable,
-            managed_fields: Vec::new(),
-        };
+        let mut created = StoredSecret::from_input(name, namespace, input, &now);
         check_valid(name, secret::validate(&created))?;
         created.record_write(&manager, "Apply", &applied, &FieldSet::default(), &now);
         return commit(state, created, request.is_dry_run(), 201);

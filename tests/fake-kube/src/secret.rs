@@ -241,6 +241,23 @@ fn changed_keys<V: PartialEq>(
 }
 
 impl StoredSecret {
+    /// Builds a new Secret from a create or apply body, before its first resourceVersion.
+    pub(crate) fn from_input(name: &str, namespace: &str, input: SecretInput, now: &str) -> Self {
+        StoredSecret {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            uid: crate::util::new_uid(),
+            resource_version: 0,
+            creation_timestamp: now.to_owned(),
+            labels: input.labels.unwrap_or_default(),
+            annotations: input.annotations.unwrap_or_default(),
+            secret_type: input.secret_type.filter(|t| !t.is_empty()).unwrap_or_else(default_type),
+            data: input.data.unwrap_or_default(),
+            immutable: input.immutable,
+            managed_fields: Vec::new(),
+        }
+    }
+
     /// Renders the Secret as the API returns it. `with_type_meta` is false for items of a list,
     /// which kube-apiserver sends without `apiVersion` and `kind`.
     pub fn to_json(&self, with_type_meta: bool) -> Value {
