@@ -25,11 +25,12 @@ pub struct CertificateSummary {
     pub not_after: DateTime<Utc>,
     /// SHA-256 of the DER encoding, uppercase hex pairs separated by colons as openssl prints it.
     pub sha256_fingerprint: String,
-    /// Public key algorithm: `RSA`, `ECDSA`, `Ed25519` or the OID of another algorithm.
+    /// Public key algorithm: `RSA`, `EC` (an elliptic-curve key, named as in openssl's `genpkey
+    /// -algorithm EC`), `Ed25519` or the OID of another algorithm.
     pub key_algorithm: String,
     /// Public key size in bits.
     pub key_size_bits: u32,
-    /// Named curve of an ECDSA key (`P-256`, `P-384`).
+    /// Named curve of an EC key (`P-256`, `P-384`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ec_curve: Option<String>,
     /// Whether basicConstraints sets `CA:TRUE`.
@@ -42,6 +43,9 @@ pub struct ParsedCertificate {
     pub der: Vec<u8>,
     /// The details of the certificate.
     pub summary: CertificateSummary,
+    /// Length of the serial number's DER content octets, sign byte included, which RFC 5280
+    /// section 4.1.2.2 limits to 20.
+    pub serial_octets: usize,
 }
 
 /// The reason a DER block is not a usable certificate.
@@ -61,7 +65,7 @@ pub fn parse_der(der: &[u8]) -> Result<ParsedCertificate, CertificateParseError>
         return Err(CertificateParseError(format!("{} unexpected bytes after the certificate", rest.len())));
     }
     let summary = summarize(&certificate)?;
-    Ok(ParsedCertificate { der: der.to_vec(), summary })
+    Ok(ParsedCertificate { der: der.to_vec(), summary, serial_octets: certificate.raw_serial().len() })
 }
 
 fn summarize(certificate: &X509Certificate<'_>) -> Result<CertificateSummary, CertificateParseError> {
@@ -104,7 +108,7 @@ fn summarize(certificate: &X509Certificate<'_>) -> Result<CertificateSummary, Ce
             Some(oid) => oid.to_id_string(),
             None => "unknown".to_string(),
         };
-        ("ECDSA".to_string(), Some(curve))
+        ("EC".to_string(), Some(curve))
     } else if *algorithm == OID_SIG_ED25519 {
         ("Ed25519".to_string(), None)
     } else {

@@ -20,11 +20,13 @@ pub struct KeySummary {
     /// The PEM label the key was uploaded with: `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1)
     /// or `EC PRIVATE KEY` (SEC1).
     pub pem_label: String,
-    /// `RSA`, `ECDSA` or `Ed25519`.
+    /// `RSA`, `EC` (an ECDSA key) or `Ed25519`, spelled as in [`CertificateSummary::key_algorithm`].
+    ///
+    /// [`CertificateSummary::key_algorithm`]: crate::certificate::CertificateSummary::key_algorithm
     pub algorithm: String,
     /// Key size in bits.
     pub size_bits: u32,
-    /// Named curve of an ECDSA key.
+    /// Named curve of an EC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ec_curve: Option<String>,
 }
@@ -188,7 +190,7 @@ fn ec_key(label: &str, curve: &str, bits: u32, public_key_der: pkcs8::spki::Resu
     Ok(DecodedKey {
         summary: KeySummary {
             pem_label: label.into(),
-            algorithm: "ECDSA".into(),
+            algorithm: "EC".into(),
             size_bits: bits,
             ec_curve: Some(curve.into()),
         },

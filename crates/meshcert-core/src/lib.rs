@@ -17,6 +17,7 @@
 pub mod alerts;
 pub mod api;
 pub mod certificate;
+pub mod chain;
 pub mod crypto;
 pub mod expiry;
 pub mod key;

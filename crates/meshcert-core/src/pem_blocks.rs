@@ -1,10 +1,10 @@
 //! A tolerant PEM reader with precise errors.
 //!
-//! Operators paste PEM from many places: files with CRLF line endings or a UTF-8 byte order mark,
-//! YAML with indentation, `openssl pkcs12` output with "Bag Attributes" between blocks. All of
-//! that is accepted and the text outside the BEGIN/END lines is dropped. What cannot be PEM gets
-//! an error that names what the input looks like instead: DER (`not_pem`), no BEGIN line at all
-//! (`no_pem_block`), or a broken block (`malformed_pem`).
+//! Operators paste PEM from many places: files with CRLF or old Mac CR-only line endings or a
+//! UTF-8 byte order mark, YAML with indentation, `openssl pkcs12` output with "Bag Attributes"
+//! between blocks. All of that is accepted and the text outside the BEGIN/END lines is dropped.
+//! What cannot be PEM gets an error that names what the input looks like instead: DER
+//! (`not_pem`), no BEGIN line at all (`no_pem_block`), or a broken block (`malformed_pem`).
 
 use base64::Engine as _;
 
@@ -50,9 +50,10 @@ impl PemBlock {
 ///
 /// # Errors
 ///
-/// `empty_input` for an empty or blank input, `not_pem` for binary input such as DER, and
-/// `no_pem_block` for text without a BEGIN line. `malformed_pem` for a block without its END
-/// line, with a mismatched END label, or with a body that is not base64.
+/// `empty_input` for an empty or blank input, `not_pem` for binary input such as DER (also after
+/// a lossy UTF-8 conversion), and `no_pem_block` for text without a BEGIN line. `malformed_pem`
+/// for a block without its END line, with a mismatched END label, or with a body that is not
+/// base64.
 pub fn parse(field: Field, input: &[u8]) -> Result<Vec<PemBlock>, UploadError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     if input.iter().all(u8::is_ascii_whitespace) {
@@ -65,6 +66,9 @@ pub fn parse(field: Field, input: &[u8]) -> Result<Vec<PemBlock>, UploadError> {
         Ok(text) if !text.bytes().any(|b| b.is_ascii_control() && !matches!(b, b'\n' | b'\r' | b'\t')) => text,
         _ => return Err(UploadError::NotPem { field }),
     };
+
+    // CRLF, LF and a lone CR (classic Mac OS) all end a line.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
 
     let mut blocks = Vec::new();
     let mut lines = text.lines().map(str::trim).enumerate();
@@ -127,6 +131,12 @@ pub fn parse(field: Field, input: &[u8]) -> Result<Vec<PemBlock>, UploadError> {
     }
 
     if blocks.is_empty() {
+        // A client that turns binary input into a string with `String::from_utf8_lossy` replaces
+        // each invalid UTF-8 sequence with U+FFFD, so DER that arrives as a JSON string contains
+        // it. Text outside PEM blocks is ignored, so this matters only when no block was found.
+        if text.contains(char::REPLACEMENT_CHARACTER) {
+            return Err(UploadError::NotPem { field });
+        }
         return Err(UploadError::NoPemBlock { field });
     }
     Ok(blocks)
@@ -181,6 +191,48 @@ mod tests {
 
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[1].position, 2);
+    }
+
+    #[test]
+    fn parse_accepts_cr_only_line_endings() {
+        let input = format!("{}{}", block("CERTIFICATE"), block("CERTIFICATE")).replace('\n', "\r");
+
+        let blocks = parse(Field::Certificate, input.as_bytes()).unwrap();
+
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].der, vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+    }
+
+    #[test]
+    fn parse_counts_lines_of_any_ending() {
+        // The block starts on line 3 whether lines end with LF, CRLF or CR.
+        for ending in ["\n", "\r\n", "\r"] {
+            let input = format!("note{ending}{ending}-----BEGIN CERTIFICATE-----{ending}{BODY}{ending}");
+
+            let error = parse(Field::Certificate, input.as_bytes()).expect_err("the END line is missing");
+
+            assert!(error.to_string().contains("starts on line 3"), "{ending:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_lossy_utf8_as_not_pem() {
+        // The bytes 0x30 0x82 start a DER SEQUENCE, and 0x82 is not valid UTF-8. These bytes
+        // contain no control character, so only the replacement characters show that they are binary.
+        let der_start = [0x30, 0x82, 0xA1, 0xB2, b'A', b'B', 0xC3, 0x28];
+        let lossy = String::from_utf8_lossy(&der_start).into_owned();
+        assert!(lossy.contains(char::REPLACEMENT_CHARACTER));
+
+        assert_eq!(code(parse(Field::Certificate, lossy.as_bytes())), "not_pem");
+    }
+
+    #[test]
+    fn parse_ignores_replacement_character_outside_blocks() {
+        let input = format!("friendlyName: M\u{FFFD}ller\n{}", block("CERTIFICATE"));
+
+        let blocks = parse(Field::Certificate, input.as_bytes()).unwrap();
+
+        assert_eq!(blocks.len(), 1);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! that names the offending value and the fix. A rejected upload stores nothing; callers write
 //! only what [`validate_upload`] returned.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::certificate::{self, CertificateSummary, ParsedCertificate};
+use crate::chain::{self, SignatureCheck};
 use crate::expiry::{self, ExpiryStatus};
-use crate::key::{self, KeyError, KeySummary};
+use crate::key::{self, DecodedKey, KeyError, KeySummary};
 use crate::pem_blocks::{self, PemBlock};
 use crate::secret::SecretString;
 
@@ -144,7 +145,7 @@ pub enum UploadError {
         reason: String,
     },
     /// The chain is not leaf first with each certificate issued by the next.
-    #[error("certificate chain is out of order: certificate {position} ({subject:?}) was issued by {issuer:?}, but certificate {next_position} is {next_subject:?}; order the chain leaf first, then each issuer")]
+    #[error("certificate chain is out of order: certificate {position} ({subject:?}) was issued by {issuer:?}, but certificate {next_position} is {next_subject:?}; {}", order_fix(*key_position))]
     ChainOutOfOrder {
         /// Position of the certificate whose issuer does not follow it.
         position: usize,
@@ -156,6 +157,9 @@ pub enum UploadError {
         next_position: usize,
         /// Subject of that certificate.
         next_subject: String,
+        /// Position of the certificate whose public key matches the private key, which is the
+        /// leaf, or `None` when the key does not decode or matches no certificate.
+        key_position: Option<usize>,
     },
     /// A certificate's issuer is not in the chain, and something else follows it.
     #[error("certificate chain is incomplete: certificate {position} ({subject:?}) was issued by {issuer:?}, which is not in the chain, but certificate {next_position} ({next_subject:?}) follows it; insert the intermediate {issuer:?} after certificate {position}")]
@@ -171,6 +175,33 @@ pub enum UploadError {
         /// Subject of that certificate.
         next_subject: String,
     },
+    /// A certificate's signature does not verify with the public key of the certificate after it,
+    /// although that certificate has the issuer's name: a forged or wrong intermediate.
+    #[error("certificate chain has an invalid signature: certificate {position} ({subject:?}) is not signed by the key of certificate {issuer_position} ({issuer_subject:?}), although certificate {issuer_position} has its issuer's name ({reason}); replace certificate {issuer_position} with the intermediate that issued certificate {position}, as the CA publishes it")]
+    ChainSignatureInvalid {
+        /// Position of the signed certificate.
+        position: usize,
+        /// Its subject.
+        subject: String,
+        /// Position of the certificate whose key does not verify the signature.
+        issuer_position: usize,
+        /// Subject of that certificate.
+        issuer_subject: String,
+        /// The reason the signature does not verify.
+        reason: String,
+    },
+    /// A certificate of the chain is signed by a certificate that is not a CA.
+    #[error("certificate {issuer_position} ({issuer_subject:?}) signed certificate {position} ({subject:?}) but is not a CA certificate (basicConstraints CA:TRUE is missing), so TLS clients reject the chain; have certificate {position} issued by a CA, and upload that CA's intermediates after it")]
+    IssuerNotCa {
+        /// Position of the signed certificate.
+        position: usize,
+        /// Its subject.
+        subject: String,
+        /// Position of the signing certificate.
+        issuer_position: usize,
+        /// Subject of the signing certificate.
+        issuer_subject: String,
+    },
     /// A negative serial number (RFC 5280 section 4.1.2.2 requires a positive integer).
     #[error("{} block {position} ({subject:?}) has a negative serial number {serial}; RFC 5280 requires a positive serial, so reissue the certificate", field.as_str())]
     NegativeSerialNumber {
@@ -184,7 +215,7 @@ pub enum UploadError {
         serial: String,
     },
     /// A certificate whose validity has not started.
-    #[error("{} block {position} ({subject:?}) is not valid before {not_before} (now is {now}); check the issuer's clock or wait until then", field.as_str(), not_before = not_before.to_rfc3339(), now = now.to_rfc3339())]
+    #[error("{} block {position} ({subject:?}) is not valid before {not_before} (now is {now}); check the issuer's clock or wait until then", field.as_str(), not_before = rfc3339(not_before), now = rfc3339(now))]
     CertificateNotYetValid {
         /// The request field.
         field: Field,
@@ -198,7 +229,7 @@ pub enum UploadError {
         now: DateTime<Utc>,
     },
     /// The leaf has expired.
-    #[error("certificate {subject:?} expired at {not_after} (now is {now}); renew it, or set allow_expired: true to store it anyway", not_after = not_after.to_rfc3339(), now = now.to_rfc3339())]
+    #[error("certificate {subject:?} expired at {not_after} (now is {now}); renew it, or set allow_expired: true to store it anyway", not_after = rfc3339(not_after), now = rfc3339(now))]
     CertificateExpired {
         /// Subject of the leaf.
         subject: String,
@@ -208,7 +239,7 @@ pub enum UploadError {
         now: DateTime<Utc>,
     },
     /// An intermediate or the CA has expired.
-    #[error("{} block {position} ({subject:?}) expired at {not_after} (now is {now}); get the current intermediate from the issuer, or set allow_expired: true to store it anyway", field.as_str(), not_after = not_after.to_rfc3339(), now = now.to_rfc3339())]
+    #[error("{} block {position} ({subject:?}) expired at {not_after} (now is {now}); get the current intermediate from the issuer, or set allow_expired: true to store it anyway", field.as_str(), not_after = rfc3339(not_after), now = rfc3339(now))]
     IntermediateExpired {
         /// The request field.
         field: Field,
@@ -259,6 +290,8 @@ impl UploadError {
             UploadError::InvalidCertificate { .. } => "invalid_certificate",
             UploadError::ChainOutOfOrder { .. } => "chain_out_of_order",
             UploadError::ChainIncomplete { .. } => "chain_incomplete",
+            UploadError::ChainSignatureInvalid { .. } => "chain_signature_invalid",
+            UploadError::IssuerNotCa { .. } => "issuer_not_ca",
             UploadError::NegativeSerialNumber { .. } => "negative_serial_number",
             UploadError::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
             UploadError::CertificateExpired { .. } => "certificate_expired",
@@ -292,6 +325,8 @@ impl UploadError {
             | UploadError::KeyMismatch { .. } => Field::PrivateKey,
             UploadError::ChainOutOfOrder { .. }
             | UploadError::ChainIncomplete { .. }
+            | UploadError::ChainSignatureInvalid { .. }
+            | UploadError::IssuerNotCa { .. }
             | UploadError::CertificateExpired { .. }
             | UploadError::NoHostName { .. } => {
                 Field::Certificate
@@ -315,6 +350,9 @@ impl Warning {
         Self { code: code.into(), message }
     }
 }
+
+/// RFC 5280 section 4.1.2.2: the longest serial number, in DER content octets, that CAs may use.
+const MAX_SERIAL_OCTETS: usize = 20;
 
 /// The inputs of an upload, as bytes of the request fields.
 pub struct UploadInput<'a> {
@@ -368,23 +406,33 @@ pub struct UploadSummary {
 pub fn validate_upload(input: &UploadInput<'_>, now: DateTime<Utc>, warning_days: u32) -> Result<ValidatedUpload, UploadError> {
     let mut warnings = Vec::new();
 
-    // The chain: certificates only, leaf first, each certificate once.
+    // The chain: certificates only, each certificate once, leaf first, each signed by the next.
+    // The key is decoded first so that a chain out of order can name the certificate the key
+    // belongs to, but the key's own errors are reported after the chain's.
     let chain = parse_certificates(Field::Certificate, input.certificate, &mut warnings)?;
-    check_chain_order(&chain)?;
+    let key = single_key_block(input.private_key).and_then(|block| decode_key(&block).map(|decoded| (block, decoded)));
+    check_chain(&chain, key.as_ref().ok().map(|(_, decoded)| decoded), &mut warnings)?;
     let leaf = &chain[0];
 
     // The key: exactly one unencrypted key of a supported type that matches the leaf.
-    let key_block = single_key_block(input.private_key)?;
-    let decoded = key::decode(&key_block).map_err(|error| match error {
-        KeyError::Encrypted => UploadError::EncryptedPrivateKey { label: encrypted_label(&key_block) },
-        KeyError::Unsupported(reason) => UploadError::UnsupportedKey { reason },
-        KeyError::Invalid(reason) => UploadError::InvalidPrivateKey { reason },
-    })?;
+    let (key_block, decoded) = key?;
     if decoded.summary.algorithm == "RSA" && decoded.summary.size_bits < 2048 {
         return Err(UploadError::KeyTooSmall { bits: decoded.summary.size_bits });
     }
     if !public_keys_match(&decoded.public_key_der, &leaf.der) {
         return Err(UploadError::KeyMismatch { leaf_subject: leaf.summary.subject.clone() });
+    }
+    // Envoy releases from before P-384 support reject ECDSA certificates on any curve but P-256
+    // with "only P-256 ECDSA certificates are supported".
+    if leaf.summary.key_algorithm == "EC" && leaf.summary.ec_curve.as_deref() != Some("P-256") {
+        warnings.push(Warning::new(
+            "ecdsa_curve_not_p256_may_be_rejected_by_older_envoy",
+            format!(
+                "certificate {:?} has an ECDSA key on curve {}; Envoy releases without support for it reject the certificate with \"only P-256 ECDSA certificates are supported\", so check the Envoy version of your gateways or reissue the certificate with a P-256 key",
+                leaf.summary.subject,
+                leaf.summary.ec_curve.as_deref().unwrap_or("unknown")
+            ),
+        ));
     }
 
     // The mTLS CA certificate.
@@ -475,6 +523,21 @@ fn parse_certificates(field: Field, input: &[u8], warnings: &mut Vec<Warning>) -
                 serial: parsed.summary.serial_hex,
             });
         }
+        // RFC 5280 section 4.1.2.2: CAs MUST NOT use serial numbers longer than 20 octets, but
+        // certificate users SHOULD handle them gracefully, so such a certificate only warns.
+        if parsed.serial_octets > MAX_SERIAL_OCTETS {
+            warnings.push(Warning::new(
+                "serial_number_longer_than_20_octets",
+                format!(
+                    "{} block {} ({:?}) has a serial number of {} octets ({}); RFC 5280 allows at most {MAX_SERIAL_OCTETS}, so strict TLS clients may reject it: ask the CA to reissue it",
+                    field.as_str(),
+                    block.position,
+                    parsed.summary.subject,
+                    parsed.serial_octets,
+                    parsed.summary.serial_hex
+                ),
+            ));
+        }
         certificates.push(parsed);
     }
 
@@ -484,12 +547,14 @@ fn parse_certificates(field: Field, input: &[u8], warnings: &mut Vec<Warning>) -
     Ok(certificates)
 }
 
-/// RFC 5280 section 6.1: in a path, each certificate's issuer is the subject of the next.
-// TODO: Verify each signature with the next certificate's key, not only the names; remove when
-// x509-parser's `verify` feature is enabled for wasm32-wasip2.
-fn check_chain_order(chain: &[ParsedCertificate]) -> Result<(), UploadError> {
+/// RFC 5280 section 6.1.3 (a): in a path, each certificate's issuer is the subject of the next,
+/// and the next one's public key verifies its signature. Section 6.1.4 (k): that next certificate
+/// is a CA (MUST). A self-signed root at the end of the chain signs nothing after it, so its own
+/// signature is not checked.
+fn check_chain(chain: &[ParsedCertificate], key: Option<&DecodedKey>, warnings: &mut Vec<Warning>) -> Result<(), UploadError> {
     for (index, pair) in chain.windows(2).enumerate() {
         let (certificate, next) = (&pair[0], &pair[1]);
+        let (position, next_position) = (index + 1, index + 2);
         if certificate.summary.issuer != next.summary.subject {
             // The issuer is in the chain, or this certificate issued a later one: the order is
             // wrong. Otherwise the issuer is missing.
@@ -497,23 +562,76 @@ fn check_chain_order(chain: &[ParsedCertificate]) -> Result<(), UploadError> {
             let issued_later = chain[index + 1..].iter().any(|later| later.summary.issuer == certificate.summary.subject);
             if !issuer_present && !issued_later {
                 return Err(UploadError::ChainIncomplete {
-                    position: index + 1,
+                    position,
                     subject: certificate.summary.subject.clone(),
                     issuer: certificate.summary.issuer.clone(),
-                    next_position: index + 2,
+                    next_position,
                     next_subject: next.summary.subject.clone(),
                 });
             }
+            let key_position = key.and_then(|key| chain.iter().position(|member| public_keys_match(&key.public_key_der, &member.der)));
             return Err(UploadError::ChainOutOfOrder {
-                position: index + 1,
+                position,
                 subject: certificate.summary.subject.clone(),
                 issuer: certificate.summary.issuer.clone(),
-                next_position: index + 2,
+                next_position,
                 next_subject: next.summary.subject.clone(),
+                key_position: key_position.map(|index| index + 1),
+            });
+        }
+
+        match chain::verify_signed_by(&certificate.der, &next.der) {
+            SignatureCheck::Valid => {}
+            SignatureCheck::NotVerified(algorithm) => warnings.push(Warning::new(
+                "chain_signature_not_verified",
+                format!(
+                    "certificate {position} ({:?}) is signed with {algorithm}, which meshcert does not verify, so only its issuer name links it to certificate {next_position} ({:?}); to have the chain checked, reissue it with RSA or ECDSA (P-256, P-384) and SHA-256, or with Ed25519",
+                    certificate.summary.subject, next.summary.subject
+                ),
+            )),
+            SignatureCheck::Invalid(reason) => {
+                return Err(UploadError::ChainSignatureInvalid {
+                    position,
+                    subject: certificate.summary.subject.clone(),
+                    issuer_position: next_position,
+                    issuer_subject: next.summary.subject.clone(),
+                    reason,
+                });
+            }
+        }
+        if !next.summary.is_ca {
+            return Err(UploadError::IssuerNotCa {
+                position,
+                subject: certificate.summary.subject.clone(),
+                issuer_position: next_position,
+                issuer_subject: next.summary.subject.clone(),
             });
         }
     }
     Ok(())
+}
+
+/// Returns the fix for a chain out of order, which names the leaf when the key matches a certificate.
+fn order_fix(key_position: Option<usize>) -> String {
+    match key_position {
+        Some(position) => format!(
+            "the private key matches certificate {position}, so certificate {position} is the leaf and must come first: order the chain leaf first, then each issuer"
+        ),
+        None => "order the chain leaf first, then each issuer".to_string(),
+    }
+}
+
+/// Formats an instant as RFC 3339 in UTC with a `Z`, as the API's JSON writes it.
+fn rfc3339(instant: &DateTime<Utc>) -> String {
+    instant.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn decode_key(block: &PemBlock) -> Result<DecodedKey, UploadError> {
+    key::decode(block).map_err(|error| match error {
+        KeyError::Encrypted => UploadError::EncryptedPrivateKey { label: encrypted_label(block) },
+        KeyError::Unsupported(reason) => UploadError::UnsupportedKey { reason },
+        KeyError::Invalid(reason) => UploadError::InvalidPrivateKey { reason },
+    })
 }
 
 fn single_key_block(input: &[u8]) -> Result<PemBlock, UploadError> {
@@ -569,7 +687,7 @@ fn check_dates(
                     "{} block {position} ({:?}) expired at {}; it is stored because allow_expired is true, and alerted",
                     field.as_str(),
                     summary.subject,
-                    summary.not_after.to_rfc3339()
+                    rfc3339(&summary.not_after)
                 ),
             )),
             ExpiryStatus::Expiring => warnings.push(Warning::new(
@@ -578,7 +696,7 @@ fn check_dates(
                     "{} block {position} ({:?}) expires at {}, in {} days; renew it soon",
                     field.as_str(),
                     summary.subject,
-                    summary.not_after.to_rfc3339(),
+                    rfc3339(&summary.not_after),
                     expiry::days_left(summary.not_after, now)
                 ),
             )),

@@ -2,9 +2,11 @@
 //! instant, so no assertion depends on the wall clock.
 //!
 //! rcgen 0.14 with its default ring backend generates ECDSA and Ed25519 keys but no RSA keys, so
-//! RSA keys come from the rsa crate and reach rcgen as a SubjectPublicKeyInfo. Every leaf is signed
-//! by an ECDSA P-256 intermediate, so a leaf key never signs anything and may be any size. An RSA
-//! key takes seconds to generate in a debug build, so each RSA key is generated once per run.
+//! RSA keys come from the rsa crate and reach rcgen as a SubjectPublicKeyInfo. Most leaves are
+//! signed by an ECDSA P-256 intermediate, so a leaf key never signs anything and may be any size.
+//! The signature tests give the intermediate other key types, and rcgen signs with an RSA key it is
+//! handed. rcgen 0.14 cannot write RSASSA-PSS or SHA-1 signatures, so the tests build those themselves.
+//! An RSA key takes seconds to generate in a debug build, so each RSA key is generated once per run.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
@@ -17,15 +19,16 @@ use meshcert_core::validate::{validate_upload, Field, UploadError, UploadInput, 
 use p256::pkcs8::DecodePrivateKey as _;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose, PublicKeyData as _, SanType, SerialNumber, SubjectPublicKeyInfo, PKCS_ECDSA_P256_SHA256,
-    PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
+    KeyUsagePurpose, PublicKeyData as _, SanType, SerialNumber, SignatureAlgorithm, SubjectPublicKeyInfo,
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PKCS_RSA_SHA256, PKCS_RSA_SHA384, PKCS_RSA_SHA512,
 };
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use rsa::rand_core::OsRng;
-use rsa::RsaPrivateKey;
+use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
 use sec1::der::Encode as _;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha384};
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 const WARNING_DAYS: u32 = 30;
 const ORGANIZATION: &str = "Meshcert Tests";
@@ -183,6 +186,11 @@ impl TestKey {
     fn pkcs8_pem(&self) -> String {
         self.pem(KeyEncoding::Pkcs8)
     }
+
+    /// Returns the RSA key as an rcgen signing key for `algorithm`, such as `PKCS_RSA_SHA256`.
+    fn rsa_signer(&self, algorithm: &'static SignatureAlgorithm) -> KeyPair {
+        KeyPair::from_pkcs8_pem_and_sign_algo(&self.pkcs8_pem(), algorithm).unwrap()
+    }
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -224,10 +232,20 @@ impl Pki {
     }
 
     fn with_intermediate_validity(not_before: DateTime<Utc>, not_after: DateTime<Utc>) -> Self {
+        let intermediate_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        Self::build(intermediate_key, not_before, not_after)
+    }
+
+    /// Builds a PKI whose intermediate signs leaves with `intermediate_key` and its algorithm.
+    /// Every such PKI has the same names, so two of them make a genuine and a forged intermediate.
+    fn with_intermediate_key(intermediate_key: KeyPair) -> Self {
+        Self::build(intermediate_key, now() - days(365), now() + days(5 * 365))
+    }
+
+    fn build(intermediate_key: KeyPair, not_before: DateTime<Utc>, not_after: DateTime<Utc>) -> Self {
         let root_params = ca_params("Meshcert Test Root", now() - days(3650), now() + days(3650));
         let root = CertifiedIssuer::self_signed(root_params, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap()).unwrap();
         let intermediate_params = ca_params("Meshcert Test Intermediate", not_before, not_after);
-        let intermediate_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let intermediate = CertifiedIssuer::signed_by(intermediate_params, intermediate_key, &*root).unwrap();
         Self { root, intermediate }
     }
@@ -397,6 +415,67 @@ fn warning_codes(validated: &ValidatedUpload) -> Vec<&str> {
     validated.warnings.iter().map(|warning| warning.code.as_str()).collect()
 }
 
+/// AlgorithmIdentifier DER of sha256WithRSAEncryption, with NULL parameters as rcgen writes it.
+const SHA256_WITH_RSA: &[u8] = &[0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0B, 0x05, 0x00];
+/// AlgorithmIdentifier DER of sha384WithRSAEncryption.
+const SHA384_WITH_RSA: &[u8] = &[0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C, 0x05, 0x00];
+/// AlgorithmIdentifier DER of sha1WithRSAEncryption.
+const SHA1_WITH_RSA: &[u8] = &[0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x05, 0x05, 0x00];
+
+/// Encodes one DER element: tag, definite length, content.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut element = vec![tag];
+    if content.len() < 0x80 {
+        element.push(content.len() as u8);
+    } else {
+        let length: Vec<u8> = content.len().to_be_bytes().into_iter().skip_while(|byte| *byte == 0).collect();
+        element.push(0x80 | length.len() as u8);
+        element.extend(length);
+    }
+    element.extend_from_slice(content);
+    element
+}
+
+/// Returns the content of a DER element, after its tag and length.
+fn der_content(element: &[u8]) -> &[u8] {
+    let header = match element[1] {
+        short if short < 0x80 => 2,
+        long => 2 + usize::from(long & 0x7F),
+    };
+    &element[header..]
+}
+
+/// AlgorithmIdentifier DER of RSASSA-PSS with SHA-256, MGF1 over SHA-256 and a 32-byte salt
+/// (RFC 4055 section 3.1), the parameters openssl writes for `-sigopt rsa_padding_mode:pss`.
+fn rsassa_pss_sha256() -> Vec<u8> {
+    let sha256 = der(0x30, &[der(0x06, &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]), vec![0x05, 0x00]].concat());
+    let mgf1 = der(0x30, &[der(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x08]), sha256.clone()].concat());
+    let parameters = der(0x30, &[der(0xA0, &sha256), der(0xA1, &mgf1), der(0xA2, &der(0x02, &[32]))].concat());
+    der(0x30, &[der(0x06, &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0A]), parameters].concat())
+}
+
+/// Rebuilds a certificate whose TBSCertificate names `old_algorithm` so that it names
+/// `new_algorithm` instead, signed by `sign` over the new TBSCertificate. The outer
+/// signatureAlgorithm is `outer_algorithm`, which RFC 5280 requires to equal the inner one.
+fn resign(certificate_der: &[u8], old_algorithm: &[u8], new_algorithm: &[u8], outer_algorithm: &[u8], sign: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let (_, certificate) = X509Certificate::from_der(certificate_der).unwrap();
+    let mut tbs_content = der_content(certificate.tbs_certificate.as_ref()).to_vec();
+    let position = tbs_content
+        .windows(old_algorithm.len())
+        .position(|window| window == old_algorithm)
+        .expect("the TBSCertificate names the old signature algorithm");
+    tbs_content.splice(position..position + old_algorithm.len(), new_algorithm.iter().copied());
+    let tbs = der(0x30, &tbs_content);
+
+    let mut signature = vec![0x00];
+    signature.extend(sign(&tbs));
+    der(0x30, &[tbs, outer_algorithm.to_vec(), der(0x03, &signature)].concat())
+}
+
+fn sign_pkcs1_sha256(key: &RsaPrivateKey, message: &[u8]) -> Vec<u8> {
+    key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message)).unwrap()
+}
+
 #[test]
 fn upload_accepts_rsa_leaf_with_intermediate() {
     let fixture = Fixture::new(KeyType::Rsa2048);
@@ -434,20 +513,22 @@ fn upload_accepts_chain_with_root() {
 fn upload_accepts_each_key_encoding() {
     use KeyEncoding::{Pkcs1, Pkcs8, Sec1, Sec1WithoutCurve};
     use KeyType::{EcdsaP256, EcdsaP384, Ed25519, Rsa2048};
-    // Key type, encoding, then the expected PEM label, algorithm, size in bits and curve.
+    // Key type, encoding, then the expected PEM label, algorithm, size in bits and curve, and the
+    // warnings: older Envoy releases reject ECDSA keys on curves other than P-256.
+    const P384_WARNING: &[&str] = &["ecdsa_curve_not_p256_may_be_rejected_by_older_envoy"];
     let cases = [
-        (Rsa2048, Pkcs8, "PRIVATE KEY", "RSA", 2048, None),
-        (Rsa2048, Pkcs1, "RSA PRIVATE KEY", "RSA", 2048, None),
-        (EcdsaP256, Pkcs8, "PRIVATE KEY", "ECDSA", 256, Some("P-256")),
-        (EcdsaP256, Sec1, "EC PRIVATE KEY", "ECDSA", 256, Some("P-256")),
-        (EcdsaP256, Sec1WithoutCurve, "EC PRIVATE KEY", "ECDSA", 256, Some("P-256")),
-        (EcdsaP384, Pkcs8, "PRIVATE KEY", "ECDSA", 384, Some("P-384")),
-        (EcdsaP384, Sec1, "EC PRIVATE KEY", "ECDSA", 384, Some("P-384")),
-        (EcdsaP384, Sec1WithoutCurve, "EC PRIVATE KEY", "ECDSA", 384, Some("P-384")),
-        (Ed25519, Pkcs8, "PRIVATE KEY", "Ed25519", 256, None),
+        (Rsa2048, Pkcs8, "PRIVATE KEY", "RSA", 2048, None, &[][..]),
+        (Rsa2048, Pkcs1, "RSA PRIVATE KEY", "RSA", 2048, None, &[]),
+        (EcdsaP256, Pkcs8, "PRIVATE KEY", "EC", 256, Some("P-256"), &[]),
+        (EcdsaP256, Sec1, "EC PRIVATE KEY", "EC", 256, Some("P-256"), &[]),
+        (EcdsaP256, Sec1WithoutCurve, "EC PRIVATE KEY", "EC", 256, Some("P-256"), &[]),
+        (EcdsaP384, Pkcs8, "PRIVATE KEY", "EC", 384, Some("P-384"), P384_WARNING),
+        (EcdsaP384, Sec1, "EC PRIVATE KEY", "EC", 384, Some("P-384"), P384_WARNING),
+        (EcdsaP384, Sec1WithoutCurve, "EC PRIVATE KEY", "EC", 384, Some("P-384"), P384_WARNING),
+        (Ed25519, Pkcs8, "PRIVATE KEY", "Ed25519", 256, None, &[]),
     ];
 
-    for (key_type, encoding, pem_label, algorithm, size_bits, ec_curve) in cases {
+    for (key_type, encoding, pem_label, algorithm, size_bits, ec_curve, warnings) in cases {
         let label = format!("{key_type:?} in {encoding:?}");
         let fixture = Fixture::new(key_type);
         let key_pem = fixture.key.pem(encoding);
@@ -467,7 +548,7 @@ fn upload_accepts_each_key_encoding() {
         assert_eq!(validated.summary.leaf.ec_curve.as_deref(), ec_curve, "{label}");
         assert!(key_pem.starts_with(&format!("-----BEGIN {pem_label}-----\n")), "{label}");
         assert_eq!(validated.private_key_pem.expose(), key_pem, "{label}");
-        assert_eq!(warning_codes(&validated), Vec::<&str>::new(), "{label}");
+        assert_eq!(warning_codes(&validated), warnings, "{label}");
     }
 }
 
@@ -506,7 +587,7 @@ fn upload_summary_matches_generator() {
     assert_eq!(leaf.not_before, now() - days(10));
     assert_eq!(leaf.not_after, now() + days(90));
     assert_eq!(leaf.sha256_fingerprint, openssl_fingerprint(fixture.leaf_der()));
-    assert_eq!(leaf.key_algorithm, "ECDSA");
+    assert_eq!(leaf.key_algorithm, "EC");
     assert_eq!(leaf.key_size_bits, 256);
     assert_eq!(leaf.ec_curve.as_deref(), Some("P-256"));
     assert!(!leaf.is_ca);
@@ -946,7 +1027,8 @@ fn upload_rejects_expired_leaf() {
 
     let error = reject(&fixture.upload(), later, "certificate_expired");
 
-    assert!(error.to_string().contains(&later.to_rfc3339()), "{error}");
+    // RFC 3339 in UTC with a `Z`, as the API's JSON writes times.
+    assert!(error.to_string().contains(&later.format("%Y-%m-%dT%H:%M:%SZ").to_string()), "{error}");
 }
 
 #[test]
@@ -995,4 +1077,197 @@ fn upload_rejects_mtls_without_ca() {
     let error = reject(&fixture.upload().with_mtls(), now(), "ca_certificate_required");
 
     assert_eq!(error.field(), Field::CaCertificate);
+}
+
+#[test]
+fn upload_verifies_each_signature_algorithm() {
+    // The intermediate's key and algorithm sign the leaf. The forged intermediate has the same
+    // names and another key of the same type.
+    let rsa = TestKey::generate(KeyType::Rsa2048);
+    let other_rsa = TestKey::generate_other(KeyType::Rsa2048);
+    let generate = |algorithm| KeyPair::generate_for(algorithm).unwrap();
+    let cases = [
+        ("ECDSA P-256 with SHA-256", generate(&PKCS_ECDSA_P256_SHA256), generate(&PKCS_ECDSA_P256_SHA256)),
+        ("ECDSA P-384 with SHA-384", generate(&PKCS_ECDSA_P384_SHA384), generate(&PKCS_ECDSA_P384_SHA384)),
+        ("Ed25519", generate(&PKCS_ED25519), generate(&PKCS_ED25519)),
+        ("RSA PKCS#1 v1.5 with SHA-256", rsa.rsa_signer(&PKCS_RSA_SHA256), other_rsa.rsa_signer(&PKCS_RSA_SHA256)),
+        ("RSA PKCS#1 v1.5 with SHA-384", rsa.rsa_signer(&PKCS_RSA_SHA384), other_rsa.rsa_signer(&PKCS_RSA_SHA384)),
+        ("RSA PKCS#1 v1.5 with SHA-512", rsa.rsa_signer(&PKCS_RSA_SHA512), other_rsa.rsa_signer(&PKCS_RSA_SHA512)),
+    ];
+
+    for (algorithm, intermediate_key, forged_key) in cases {
+        let fixture = Fixture::issued_by(Pki::with_intermediate_key(intermediate_key), TestKey::generate(KeyType::EcdsaP256), &leaf_params());
+        let forged = Pki::with_intermediate_key(forged_key);
+        let forged_chain = fixture.leaf.pem() + &forged.intermediate.pem();
+
+        let validated = accept(&fixture.upload(), now());
+        let error = reject(&fixture.upload().with_certificate(forged_chain), now(), "chain_signature_invalid");
+
+        assert_eq!(warning_codes(&validated), Vec::<&str>::new(), "{algorithm}");
+        assert!(matches!(error, UploadError::ChainSignatureInvalid { position: 1, issuer_position: 2, .. }), "{algorithm}: {error:?}");
+        assert_eq!(error.field(), Field::Certificate, "{algorithm}");
+    }
+}
+
+#[test]
+fn upload_rejects_forged_intermediate() {
+    let fixture = Fixture::new(KeyType::EcdsaP256);
+    // Same subject and issuer names as the real intermediate, another key.
+    let forged = Pki::new();
+    assert_eq!(certificate::parse_der(forged.intermediate_der()).unwrap().summary.subject, INTERMEDIATE_SUBJECT);
+    let chain = fixture.leaf.pem() + &forged.intermediate.pem();
+
+    let error = reject(&fixture.upload().with_certificate(chain), now(), "chain_signature_invalid");
+
+    let message = error.to_string();
+    assert!(message.contains(&format!("certificate 1 ({LEAF_SUBJECT:?})")), "{message}");
+    assert!(message.contains(&format!("certificate 2 ({INTERMEDIATE_SUBJECT:?})")), "{message}");
+    assert!(message.contains("replace certificate 2"), "{message}");
+}
+
+#[test]
+fn upload_rejects_forged_root() {
+    let fixture = Fixture::new(KeyType::EcdsaP256);
+    let chain = fixture.chain_pem() + &Pki::new().root.pem();
+
+    let error = reject(&fixture.upload().with_certificate(chain), now(), "chain_signature_invalid");
+
+    assert!(matches!(error, UploadError::ChainSignatureInvalid { position: 2, issuer_position: 3, .. }), "{error:?}");
+}
+
+#[test]
+fn upload_verifies_rsassa_pss_signature() {
+    // rcgen signs with PKCS#1 v1.5, so the test signs the same TBSCertificate again with RSASSA-PSS.
+    let rsa = TestKey::generate(KeyType::Rsa2048);
+    let other_rsa = TestKey::generate_other(KeyType::Rsa2048);
+    let fixture = Fixture::issued_by(Pki::with_intermediate_key(rsa.rsa_signer(&PKCS_RSA_SHA256)), TestKey::generate(KeyType::EcdsaP256), &leaf_params());
+    let pss = rsassa_pss_sha256();
+    let pss_leaf = |signer: &TestKey| {
+        let key = signer.rsa.as_ref().unwrap();
+        let der = resign(fixture.leaf_der(), SHA256_WITH_RSA, &pss, &pss, |tbs| {
+            key.sign_with_rng(&mut OsRng, Pss::new::<Sha256>(), &Sha256::digest(tbs)).unwrap()
+        });
+        pem_text("CERTIFICATE", &der) + &fixture.pki.intermediate.pem()
+    };
+
+    let validated = accept(&fixture.upload().with_certificate(pss_leaf(&rsa)), now());
+    let error = reject(&fixture.upload().with_certificate(pss_leaf(&other_rsa)), now(), "chain_signature_invalid");
+
+    assert_eq!(warning_codes(&validated), Vec::<&str>::new());
+    assert!(error.to_string().contains("RSASSA-PSS"), "{error}");
+}
+
+#[test]
+fn upload_warns_on_sha1_signature() {
+    // meshcert does not verify SHA-1 at all, so the signature bytes can stay those of SHA-256.
+    let rsa = TestKey::generate(KeyType::Rsa2048);
+    let fixture = Fixture::issued_by(Pki::with_intermediate_key(rsa.rsa_signer(&PKCS_RSA_SHA256)), TestKey::generate(KeyType::EcdsaP256), &leaf_params());
+    let key = rsa.rsa.as_ref().unwrap();
+    let sha1_leaf = resign(fixture.leaf_der(), SHA256_WITH_RSA, SHA1_WITH_RSA, SHA1_WITH_RSA, |tbs| sign_pkcs1_sha256(key, tbs));
+    let chain = pem_text("CERTIFICATE", &sha1_leaf) + &fixture.pki.intermediate.pem();
+
+    let validated = accept(&fixture.upload().with_certificate(chain), now());
+
+    assert_eq!(warning_codes(&validated), ["chain_signature_not_verified"]);
+    let message = &validated.warnings[0].message;
+    assert!(message.contains("sha1WithRSAEncryption"), "{message}");
+    assert!(message.contains(&format!("certificate 1 ({LEAF_SUBJECT:?})")), "{message}");
+    assert!(message.contains(&format!("certificate 2 ({INTERMEDIATE_SUBJECT:?})")), "{message}");
+}
+
+#[test]
+fn upload_rejects_mismatched_signature_algorithms() {
+    // RFC 5280 section 4.1.1.2: the TBSCertificate names the signature algorithm too, and both
+    // must match. Here the inner one names SHA-256 and the outer one SHA-384, whose signature is valid.
+    let rsa = TestKey::generate(KeyType::Rsa2048);
+    let fixture = Fixture::issued_by(Pki::with_intermediate_key(rsa.rsa_signer(&PKCS_RSA_SHA256)), TestKey::generate(KeyType::EcdsaP256), &leaf_params());
+    let key = rsa.rsa.as_ref().unwrap();
+    let leaf = resign(fixture.leaf_der(), SHA256_WITH_RSA, SHA256_WITH_RSA, SHA384_WITH_RSA, |tbs| {
+        key.sign(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(tbs)).unwrap()
+    });
+    let chain = pem_text("CERTIFICATE", &leaf) + &fixture.pki.intermediate.pem();
+
+    let error = reject(&fixture.upload().with_certificate(chain), now(), "chain_signature_invalid");
+
+    assert!(error.to_string().contains("differs"), "{error}");
+}
+
+#[test]
+fn upload_rejects_issuer_not_ca() {
+    // rcgen writes no basicConstraints for NoCa and CA:FALSE for ExplicitNoCa.
+    for is_ca in [IsCa::NoCa, IsCa::ExplicitNoCa] {
+        let label = format!("{is_ca:?}");
+        let pki = Pki::new();
+        let mut signer_params = ca_params("Meshcert Test Signer", now() - days(365), now() + days(5 * 365));
+        signer_params.is_ca = is_ca;
+        let signer = CertifiedIssuer::signed_by(signer_params, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(), &*pki.intermediate).unwrap();
+        let key = TestKey::generate(KeyType::EcdsaP256);
+        let leaf = leaf_params().signed_by(&key.public_key(), &*signer).unwrap();
+        let chain = leaf.pem() + &signer.pem() + &pki.intermediate.pem();
+
+        let error = reject(&Upload::new(chain, key.pkcs8_pem()), now(), "issuer_not_ca");
+
+        assert!(matches!(error, UploadError::IssuerNotCa { position: 1, issuer_position: 2, .. }), "{label}: {error:?}");
+        assert_eq!(error.field(), Field::Certificate, "{label}");
+        let message = error.to_string();
+        assert!(message.contains("\"CN=Meshcert Test Signer,O=Meshcert Tests\""), "{label}: {message}");
+        assert!(message.contains("CA:TRUE"), "{label}: {message}");
+    }
+}
+
+#[test]
+fn upload_names_key_of_misplaced_leaf() {
+    let fixture = Fixture::new(KeyType::EcdsaP256);
+    let chain = fixture.pki.intermediate.pem() + &fixture.leaf.pem();
+    let other_key = TestKey::generate(KeyType::EcdsaP256).pkcs8_pem();
+
+    let error = reject(&fixture.upload().with_certificate(chain.clone()), now(), "chain_out_of_order");
+    let unknown_key = reject(
+        &fixture.upload().with_certificate(chain).with_private_key(other_key.clone()).with_secret(other_key),
+        now(),
+        "chain_out_of_order",
+    );
+
+    assert!(matches!(error, UploadError::ChainOutOfOrder { key_position: Some(2), .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("the private key matches certificate 2"), "{message}");
+    assert!(message.contains("must come first"), "{message}");
+    assert!(matches!(unknown_key, UploadError::ChainOutOfOrder { key_position: None, .. }), "{unknown_key:?}");
+    assert!(!unknown_key.to_string().contains("private key matches"), "{unknown_key}");
+}
+
+#[test]
+fn upload_warns_on_long_serial() {
+    // Serial number length in DER content octets, and whether the upload warns.
+    let cases = [(20, false), (21, true)];
+
+    for (octets, warns) in cases {
+        let mut params = leaf_params();
+        let mut serial = vec![0x5A; octets];
+        serial[0] = 0x01;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let fixture = Fixture::with_leaf(TestKey::generate(KeyType::EcdsaP256), &params);
+
+        let validated = accept(&fixture.upload(), now());
+
+        let expected: &[&str] = if warns { &["serial_number_longer_than_20_octets"] } else { &[] };
+        assert_eq!(warning_codes(&validated), expected, "{octets} octets");
+        if warns {
+            assert!(validated.warnings[0].message.contains("21 octets"), "{}", validated.warnings[0].message);
+        }
+    }
+}
+
+#[test]
+fn upload_reads_generalized_time() {
+    // RFC 5280 section 4.1.2.5: dates from 2050 on are GeneralizedTime, earlier ones UTCTime.
+    let mut params = leaf_params();
+    let not_after = Utc.with_ymd_and_hms(2051, 1, 1, 0, 0, 0).unwrap();
+    params.not_after = to_offset(not_after);
+    let fixture = Fixture::with_leaf(TestKey::generate(KeyType::EcdsaP256), &params);
+
+    let validated = accept(&fixture.upload(), now());
+
+    assert_eq!(validated.summary.leaf.not_after, not_after);
+    assert_eq!(validated.summary.leaf.not_before, now() - days(30));
 }
