@@ -21,6 +21,7 @@ use crate::cron::bindings::SpinCronPre;
 use crate::cron::{CronError, Metadata};
 use crate::host::{self, HostState};
 use crate::kv::KeyValueStores;
+use crate::kv_faults::KeyValueFaults;
 use crate::manifest::{ComponentDecl, Manifest, VariableDecl};
 use crate::outbound::{AllowedHost, AllowedHosts};
 use crate::outbound_http::OutboundHooks;
@@ -119,6 +120,7 @@ pub(crate) struct AppInner {
     pub(crate) router: Router,
     pub(crate) cron_entries: Vec<CronEntry>,
     key_value: KeyValueStores,
+    key_value_faults: KeyValueFaults,
     pub(crate) clock: Clock,
     outputs: OutputBuffers,
 }
@@ -236,6 +238,7 @@ impl App {
                 router,
                 cron_entries,
                 key_value,
+                key_value_faults: KeyValueFaults::default(),
                 clock: Clock::default(),
                 outputs: OutputBuffers::default(),
             }),
@@ -255,6 +258,13 @@ impl App {
     /// Returns a handle to the wall clock that components and cron timestamps use.
     pub fn clock(&self) -> Clock {
         self.inner.clock.clone()
+    }
+
+    /// Returns a handle that counts the app's key-value writes and makes a chosen one fail, for
+    /// tests of what a failed write leaves behind. Only this method reaches it, so no manifest
+    /// or runtime config can turn a fault on.
+    pub fn key_value_faults(&self) -> KeyValueFaults {
+        self.inner.key_value_faults.clone()
     }
 
     /// Everything `component_id` wrote to stdout and stderr since the last
@@ -327,6 +337,7 @@ impl AppInner {
             hooks: OutboundHooks { app: self.clone(), component: component.clone(), trigger },
             component: component.clone(),
             key_value: self.key_value.clone(),
+            key_value_faults: self.key_value_faults.clone(),
         };
         Store::new(engine, state)
     }

@@ -9,6 +9,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::ComponentRuntime;
 use crate::kv::{Database, KeyValueStores};
+use crate::kv_faults::{KeyValueFaults, WriteOperation};
 use crate::outbound_http::OutboundHooks;
 use crate::template::check_lower_snake_id;
 
@@ -37,6 +38,7 @@ pub(crate) struct HostState {
     pub(crate) hooks: OutboundHooks,
     pub(crate) component: Arc<ComponentRuntime>,
     pub(crate) key_value: KeyValueStores,
+    pub(crate) key_value_faults: KeyValueFaults,
 }
 
 impl WasiView for HostState {
@@ -85,11 +87,17 @@ impl key_value::HostStore for HostState {
 
     async fn set(&mut self, store: Resource<OpenStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), key_value::Error>> {
         let store = self.table.get(&store)?;
+        if let Err(message) = self.key_value_faults.check_write(&self.component.id, &store.label, WriteOperation::Set, &key) {
+            return Ok(Err(key_value::Error::Other(message)));
+        }
         Ok(store.database.set(&store.label, key, value).await.map_err(key_value::Error::Other))
     }
 
     async fn delete(&mut self, store: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), key_value::Error>> {
         let store = self.table.get(&store)?;
+        if let Err(message) = self.key_value_faults.check_write(&self.component.id, &store.label, WriteOperation::Delete, &key) {
+            return Ok(Err(key_value::Error::Other(message)));
+        }
         Ok(store.database.delete(&store.label, key).await.map_err(key_value::Error::Other))
     }
 

@@ -4,8 +4,8 @@
 //! It provides WASI 0.2, `wasi:http/incoming-handler` on a loopback listener with Spin's routing and route
 //! headers, `fermyon:spin/key-value@2.0.0` over SQLite in Spin's table layout,
 //! `fermyon:spin/variables@2.0.0`, outbound HTTP limited by `allowed_outbound_hosts` with
-//! service chaining, and the cron trigger's `handle-cron-event`. Tests can set the wall clock
-//! and read each component's output.
+//! service chaining, and the cron trigger's `handle-cron-event`. Tests can set the wall clock,
+//! read each component's output, and make a chosen key-value write fail.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -25,6 +25,7 @@ mod clock;
 mod cron;
 mod host;
 mod kv;
+mod kv_faults;
 mod manifest;
 mod outbound;
 mod outbound_http;
@@ -37,5 +38,6 @@ mod variables;
 
 pub use app::{App, AppConfig, DEFAULT_KEY_VALUE_FILE};
 pub use clock::Clock;
+pub use kv_faults::{InjectedFault, KeyValueFaults, WriteOperation};
 pub use server::{CronScheduler, Server};
 pub use variables::ENV_PREFIX as VARIABLE_ENV_PREFIX;

@@ -1,0 +1,435 @@
+//! Latency and throughput of the api component under meshcert-host, over loopback HTTP/1.1.
+//!
+//! Loads the repository's spin.toml, registers one fake cluster and seeds certificates through
+//! `POST /api/v1/certificates`. Then it measures three phases with concurrent clients, each on
+//! its own keep-alive connection. The phases are `GET /api/v1/certificates/{ns}/{name}` of
+//! random seeded certificates, one create per client (which includes the sync to the fake
+//! cluster), and `GET /healthz` as a floor. Prints a table and each component's .wasm size.
+//!
+//! Build the components first, then run:
+//!
+//! ```text
+//! cargo build --release --target wasm32-wasip2 -p api -p sync-webhook -p expiry-cron
+//! cargo bench -p meshcert-host --bench api
+//! ```
+//!
+//! Sizes come from environment variables: `MESHCERT_BENCH_CERTIFICATES` (seeded certificates,
+//! default 1000), `MESHCERT_BENCH_CLIENTS` (concurrent clients, default 200) and
+//! `MESHCERT_BENCH_REQUESTS` (GET requests per client, default 20). Latencies cover 2xx
+//! responses only. The run fails after printing when any response is not 2xx, any request
+//! fails, or the fake cluster is missing a Secret.
+//!
+//! The host, the fake cluster and the clients share one process and its CPUs, so the figures
+//! are those of the whole loop on one machine, not of the api alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use meshcert_fake_kube::{FakeCluster, FakeClusterConfig};
+use meshcert_host::{App, AppConfig};
+use rand::Rng as _;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+const API_TOKEN: &str = "admin-token-for-benchmarks";
+const NAMESPACE: &str = "istio-system";
+const CLUSTER: &str = "bench";
+
+/// Concurrent clients while seeding; seeding is setup, not a measured phase.
+const SEED_CLIENTS: usize = 8;
+
+fn main() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(settings))
+}
+
+/// The sizes of a run.
+struct Settings {
+    certificates: usize,
+    clients: usize,
+    requests_per_client: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        Ok(Settings {
+            certificates: env_count("MESHCERT_BENCH_CERTIFICATES", 1000)?,
+            clients: env_count("MESHCERT_BENCH_CLIENTS", 200)?,
+            requests_per_client: env_count("MESHCERT_BENCH_REQUESTS", 20)?,
+        })
+    }
+}
+
+/// Reads a positive whole number from the environment, or `default` when the variable is unset.
+fn env_count(name: &str, default: usize) -> Result<usize> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(default);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => bail!("{name} is {value:?}; set it to a whole number of at least 1, or unset it for {default}"),
+    }
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    // Other processes on the machine slow every phase, so the report shows how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|load| load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = repository.join("spin.toml");
+
+    // The app, as the end-to-end tests load it, and one registered fake cluster.
+    let state = tempfile::tempdir().context("failed to create the state directory")?;
+    let encryption_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let config = AppConfig::new(&manifest)
+        .state_dir(state.path())
+        .read_env(false)
+        .variable("api_token", API_TOKEN)
+        .variable("webhook_secret", "webhook-secret-for-benchmarks")
+        .variable("encryption_key", encryption_key)
+        .variable("extra_cluster_hosts", "http://127.0.0.1:*");
+    let app = App::load(config)?;
+    let server = app.serve("127.0.0.1:0".parse()?).await?;
+    let addr = server.addr();
+    let cluster = FakeCluster::start(FakeClusterConfig::new(CLUSTER, "bench-cluster-token")).await?;
+    let mut client = Client::connect(addr).await?;
+    let registration = json!({ "id": CLUSTER, "api_server": cluster.url(), "token": cluster.token() });
+    let (status, body) = client.send("POST", "/api/v1/clusters", Some(API_TOKEN), Some(&registration)).await?;
+    if status != 201 {
+        bail!("registering the fake cluster returned {status}: {}", String::from_utf8_lossy(&body));
+    }
+
+    // Certificates for the seed and for the create phase, generated before any timing.
+    let generating = Instant::now();
+    let authority = Authority::new()?;
+    let seeded: Vec<Value> = (0..settings.certificates).map(|i| authority.create_body(&format!("seed-{i:05}"))).collect::<Result<_>>()?;
+    let created: Vec<Value> = (0..settings.clients).map(|i| authority.create_body(&format!("new-{i:05}"))).collect::<Result<_>>()?;
+    eprintln!("generated {} certificates in {:.1} s", seeded.len() + created.len(), generating.elapsed().as_secs_f64());
+
+    // Seed.
+    let seed_clients = SEED_CLIENTS.min(settings.certificates);
+    let seed_requests: Vec<Vec<Request>> = (0..seed_clients)
+        .map(|client| seeded.iter().skip(client).step_by(seed_clients).map(Request::create).collect())
+        .collect();
+    let seed = run_phase(addr, seed_requests).await?;
+    eprintln!("seeded {} certificates in {:.1} s", settings.certificates, seed.elapsed.as_secs_f64());
+
+    // Reads of random seeded certificates.
+    let read_requests: Vec<Vec<Request>> = {
+        let mut rng = rand::thread_rng();
+        (0..settings.clients)
+            .map(|_| {
+                (0..settings.requests_per_client)
+                    .map(|_| Request::get(format!("/api/v1/certificates/{NAMESPACE}/seed-{:05}", rng.gen_range(0..settings.certificates))))
+                    .collect()
+            })
+            .collect()
+    };
+    let reads = run_phase(addr, read_requests).await?;
+
+    // One create per client, each synced to the cluster before its response.
+    let create_requests: Vec<Vec<Request>> = created.iter().map(|body| vec![Request::create(body)]).collect();
+    let creates = run_phase(addr, create_requests).await?;
+
+    // The floor: a route that reads two variables and touches no store.
+    let health_requests: Vec<Vec<Request>> = (0..settings.clients)
+        .map(|_| (0..settings.requests_per_client).map(|_| Request { method: "GET", path: "/healthz".into(), token: None, body: None }).collect())
+        .collect();
+    let health = run_phase(addr, health_requests).await?;
+
+    // Report.
+    println!();
+    println!(
+        "meshcert api benchmark: {} seeded certificates, {} clients, {} GETs per client, {} CPUs, one process",
+        settings.certificates,
+        settings.clients,
+        settings.requests_per_client,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    if let Some(load) = &load_before {
+        println!("load average before the run (1, 5, 15 min): {load}");
+    }
+    println!();
+    println!("{:<34} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}", "phase", "requests", "non-2xx", "failed", "p50 ms", "p99 ms", "max ms", "req/s");
+    seed.print(&format!("seed POST ({seed_clients} clients)"));
+    reads.print("GET certificate");
+    creates.print("POST certificate, with sync");
+    health.print("GET /healthz");
+    println!();
+    println!("{:<34} {:>12}", "component", "wasm bytes");
+    for (id, path) in component_sources(&manifest)? {
+        let size = std::fs::metadata(repository.join(&path)).with_context(|| format!("failed to read the size of {}", path.display()))?.len();
+        println!("{:<34} {:>12}", id, size);
+    }
+    let (keys, largest_key, largest_bytes) = store_statistics(&state.path().join(meshcert_host::DEFAULT_KEY_VALUE_FILE))?;
+    println!();
+    println!("key-value store after the run: {keys} keys, largest value {largest_key:?} with {largest_bytes} bytes");
+    println!();
+
+    // Checks: every request succeeded, every create was synced, the cluster contains every Secret.
+    let phases = [("seed", &seed), ("GET certificate", &reads), ("POST certificate", &creates), ("GET /healthz", &health)];
+    let mut problems = Vec::new();
+    for (name, phase) in phases {
+        if phase.non_success > 0 || !phase.failures.is_empty() {
+            problems.push(format!(
+                "{name}: {} non-2xx responses (first: {}), {} failed requests (first: {})",
+                phase.non_success,
+                phase.first_non_success.as_deref().unwrap_or("none"),
+                phase.failures.len(),
+                phase.failures.first().map_or("none", String::as_str)
+            ));
+        }
+    }
+    let unsynced = seed.unsynced + creates.unsynced;
+    if unsynced > 0 {
+        problems.push(format!("{unsynced} creates returned 201 without a synced Secret in cluster {CLUSTER:?}"));
+    }
+    let secrets = cluster.secrets(NAMESPACE).len();
+    let expected_secrets = settings.certificates + settings.clients;
+    if secrets != expected_secrets {
+        problems.push(format!("the fake cluster contains {secrets} Secrets in {NAMESPACE}, expected {expected_secrets}"));
+    }
+    if !problems.is_empty() {
+        bail!("the benchmark saw errors, so its figures are not valid:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// A CA with an ECDSA P-256 key that signs the leaf certificates.
+struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    fn new() -> Result<Authority> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "meshcert benchmark CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now;
+        params.not_after = now + time::Duration::days(365);
+        let key = KeyPair::generate()?;
+        Ok(Authority { issuer: Issuer::new(params, key) })
+    }
+
+    /// Builds the body of `POST /api/v1/certificates` for a new ECDSA P-256 leaf named
+    /// `{name}.example.test`, valid from now for 90 days.
+    fn create_body(&self, name: &str) -> Result<Value> {
+        let host = format!("{name}.example.test");
+        let mut params = CertificateParams::new(vec![host.clone()])?;
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now;
+        params.not_after = now + time::Duration::days(90);
+        let key = KeyPair::generate()?;
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(json!({ "name": name, "namespace": NAMESPACE, "certificate": certificate.pem(), "private_key": key.serialize_pem() }))
+    }
+}
+
+/// Returns each component's id and `source` from the manifest.
+fn component_sources(manifest: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let text = std::fs::read_to_string(manifest).with_context(|| format!("failed to read {}", manifest.display()))?;
+    let document: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let Some(components) = document.get("component").and_then(toml::Value::as_table) else {
+        bail!("{} has no [component.*] tables", manifest.display());
+    };
+    let mut sources = Vec::new();
+    for (id, component) in components {
+        let Some(source) = component.get("source").and_then(toml::Value::as_str) else {
+            bail!("[component.{id}] in {} has no string source", manifest.display());
+        };
+        sources.push((id.clone(), PathBuf::from(source)));
+    }
+    Ok(sources)
+}
+
+/// Returns the number of keys in the key-value database and its largest value's key and size.
+/// Spin's key-value API guide allows values of up to 1 MB.
+fn store_statistics(database: &Path) -> Result<(u64, String, u64)> {
+    let connection = rusqlite::Connection::open(database).with_context(|| format!("failed to open {}", database.display()))?;
+    let keys = connection.query_row("SELECT COUNT(*) FROM spin_key_value", [], |row| row.get(0))?;
+    let (largest_key, largest_bytes) =
+        connection.query_row("SELECT key, length(value) FROM spin_key_value ORDER BY length(value) DESC LIMIT 1", [], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok((keys, largest_key, largest_bytes))
+}
+
+/// One request of a phase.
+struct Request {
+    method: &'static str,
+    path: String,
+    token: Option<&'static str>,
+    body: Option<Value>,
+}
+
+impl Request {
+    fn get(path: String) -> Request {
+        Request { method: "GET", path, token: Some(API_TOKEN), body: None }
+    }
+
+    fn create(body: &Value) -> Request {
+        Request { method: "POST", path: "/api/v1/certificates".into(), token: Some(API_TOKEN), body: Some(body.clone()) }
+    }
+}
+
+/// The outcome of one phase.
+#[derive(Default)]
+struct PhaseResult {
+    /// Latencies of the 2xx responses, sorted.
+    latencies: Vec<Duration>,
+    non_success: usize,
+    first_non_success: Option<String>,
+    /// Requests that got no response, with the error.
+    failures: Vec<String>,
+    /// Creates whose 201 body does not report the Secret as synced.
+    unsynced: usize,
+    /// From the moment every client is connected until the last response.
+    elapsed: Duration,
+}
+
+impl PhaseResult {
+    fn print(&self, name: &str) {
+        let requests = self.latencies.len() + self.non_success + self.failures.len();
+        let milliseconds = |duration: Option<&Duration>| duration.map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0));
+        let rate = requests as f64 / self.elapsed.as_secs_f64();
+        println!(
+            "{:<34} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9.0}",
+            name,
+            requests,
+            self.non_success,
+            self.failures.len(),
+            milliseconds(percentile(&self.latencies, 50.0)),
+            milliseconds(percentile(&self.latencies, 99.0)),
+            milliseconds(self.latencies.last()),
+            rate
+        );
+    }
+}
+
+/// Returns the nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], percent: f64) -> Option<&Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1)
+}
+
+/// Runs one list of requests per client, each client on its own connection, all starting
+/// together once every client has connected.
+async fn run_phase(addr: SocketAddr, requests: Vec<Vec<Request>>) -> Result<PhaseResult> {
+    let barrier = Arc::new(Barrier::new(requests.len() + 1));
+    let mut tasks = Vec::new();
+    for list in requests {
+        let barrier = barrier.clone();
+        let mut client = Client::connect(addr).await?;
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut result = PhaseResult::default();
+            for request in list {
+                let started = Instant::now();
+                match client.send(request.method, &request.path, request.token, request.body.as_ref()).await {
+                    Ok((status, body)) if (200..300).contains(&status) => {
+                        result.latencies.push(started.elapsed());
+                        if request.method == "POST" && !reports_synced(&body) {
+                            result.unsynced += 1;
+                        }
+                    }
+                    Ok((status, body)) => {
+                        result.non_success += 1;
+                        result.first_non_success.get_or_insert_with(|| {
+                            format!("{status} on {} {}: {}", request.method, request.path, String::from_utf8_lossy(&body).trim())
+                        });
+                    }
+                    Err(error) => result.failures.push(format!("{} {}: {error:#}", request.method, request.path)),
+                }
+            }
+            result
+        }));
+    }
+
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut total = PhaseResult::default();
+    for task in tasks {
+        let result = task.await.context("a client task panicked")?;
+        total.latencies.extend(result.latencies);
+        total.non_success += result.non_success;
+        if total.first_non_success.is_none() {
+            total.first_non_success = result.first_non_success;
+        }
+        total.failures.extend(result.failures);
+        total.unsynced += result.unsynced;
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort();
+    Ok(total)
+}
+
+/// Returns whether a create's response reports the Secret as synced to the fake cluster.
+fn reports_synced(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|details| details["sync"][CLUSTER]["state"] == "synced")
+}
+
+/// An HTTP/1.1 client on one keep-alive connection, which reconnects after a failed request.
+struct Client {
+    addr: SocketAddr,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Result<Client> {
+        let mut client = Client { addr, sender: None };
+        client.sender = Some(client.handshake().await?);
+        Ok(client)
+    }
+
+    async fn handshake(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.with_context(|| format!("failed to connect to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP/1.1 handshake failed")?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// Sends one request and reads the whole response.
+    async fn send(&mut self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Result<(u16, Bytes)> {
+        let mut sender = match self.sender.take() {
+            Some(sender) => sender,
+            None => self.handshake().await?,
+        };
+        let mut request = http::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(body)?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request.body(Full::new(body))?;
+
+        // hyper rejects a request sent before the connection is ready for the next one.
+        sender.ready().await.context("the connection closed")?;
+        let response = sender.send_request(request).await.context("the request failed")?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.context("failed to read the response body")?.to_bytes();
+        self.sender = Some(sender);
+        Ok((status, body))
+    }
+}
