@@ -1,14 +1,23 @@
-//! `/api/v1/certificates`: create, list and show certificates.
+//! `/api/v1/certificates`: create, list, show, replace (rotate), roll back and delete
+//! certificates.
+//!
+//! Write order: a new version record is written before the head that points to it. Versions the
+//! head no longer lists are deleted after the head, so a failure between two writes leaves the
+//! previous version served complete. A delete marks the head `deleting`, and sync-webhook removes
+//! the Secrets and then the records.
 
 use chrono::{DateTime, Utc};
 use meshcert_core::alerts::{self, AlertKind, AlertRecord};
-use meshcert_core::api::{CertificateDetails, CertificateListItem, CreateCertificateRequest, SyncScope};
+use meshcert_core::api::{
+    self, CertificateDetails, CertificateListItem, CreateCertificateRequest, ReplaceCertificateRequest, RollbackRequest, SyncScope,
+};
 use meshcert_core::expiry;
 use meshcert_core::kube;
 use meshcert_core::names;
+use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, StoreKey, SyncRecord, VersionEntry};
+use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
-use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, StoreKey, SyncRecord};
-use meshcert_core::validate::{self, UploadInput, Warning};
+use meshcert_core::validate::{self, UploadInput, UploadSummary, ValidatedUpload, Warning};
 use meshcert_spin::{cipher, error_response, json_response, now, variable, Store};
 use spin_sdk::http::{Request, Response};
 
@@ -26,18 +35,10 @@ pub async fn create(request: &Request, role: Role) -> Response {
     if let Err(response) = check_names(&body.namespace, &body.name) {
         return response;
     }
-    if let Some(selector) = &body.clusters {
-        if let Err(error) = LabelSelector::parse(selector) {
-            return error_response(
-                422,
-                "invalid_cluster_selector",
-                &format!("clusters {selector:?} is not a label selector: {error}"),
-                Some("clusters"),
-            );
-        }
+    if let Err(response) = check_selector(body.clusters.as_deref()) {
+        return response;
     }
     let now = now();
-    let warning_days = warning_days();
 
     // Validation, before anything is read or written.
     let input = UploadInput {
@@ -47,21 +48,31 @@ pub async fn create(request: &Request, role: Role) -> Response {
         mtls: body.mtls,
         allow_expired: body.allow_expired,
     };
-    let upload = match validate::validate_upload(&input, now, warning_days) {
+    let upload = match validate_input(&input, &body.namespace, &body.name, now) {
         Ok(upload) => upload,
-        Err(error) => {
-            tracing::warn!(namespace = %body.namespace, name = %body.name, code = error.code(), "upload rejected");
-            return error_response(422, error.code(), &error.to_string(), Some(error.field().as_str()));
-        }
+        Err(response) => return response,
     };
 
-    match store_new_certificate(&body, upload.chain_pem.clone(), &upload, role, now, warning_days) {
-        Ok(StoreOutcome::Stored) => {}
-        Ok(StoreOutcome::Exists) => {
+    let stored = (|| -> anyhow::Result<Option<CertificateHead>> {
+        let store = Store::open()?;
+        // TODO: Two creates of one name at the same moment can both pass this check; remove
+        // when the head is written with wasi:keyvalue/atomics compare-and-swap.
+        if store.exists(&records::certificate_key(&body.namespace, &body.name))? {
+            return Ok(None);
+        }
+        let content = Content::from_upload(&upload, body.mtls);
+        write_version(&store, None, &body.namespace, &body.name, content, body.clusters.clone(), role, now, None).map(Some)
+    })();
+    match stored {
+        Ok(Some(_)) => {}
+        Ok(None) => {
             return error_response(
                 409,
                 "certificate_exists",
-                &format!("certificate {}/{} already exists; choose another name", body.namespace, body.name),
+                &format!(
+                    "certificate {}/{} already exists; rotate it with PUT /api/v1/certificates/{}/{}, or choose another name",
+                    body.namespace, body.name, body.namespace, body.name
+                ),
                 Some("name"),
             );
         }
@@ -69,98 +80,205 @@ pub async fn create(request: &Request, role: Role) -> Response {
     }
     tracing::info!(namespace = %body.namespace, name = %body.name, version = 1, "certificate created");
 
-    // Push it now, so the response can tell where it landed.
-    let mut warnings = upload.warnings;
-    let scope = SyncScope::Certificate(format!("{}/{}", body.namespace, body.name));
-    if let Err(error) = crate::hooks::sync(scope).await {
-        tracing::error!(namespace = %body.namespace, name = %body.name, error = format!("{error:#}"), "sync after create failed");
+    respond_after_write(201, &body.namespace, &body.name, upload.warnings, now).await
+}
+
+/// `PUT /api/v1/certificates/{namespace}/{name}`: stores new content as a new version (rotation)
+/// and syncs it. Fields other than the chain and key keep their values when absent.
+pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str) -> Response {
+    let body: ReplaceCertificateRequest = match parse_body(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(Some(selector)) = &body.clusters {
+        if let Err(response) = check_selector(Some(selector)) {
+            return response;
+        }
+    }
+    let now = now();
+
+    let (store, head) = match writable_head(request, namespace, name) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+
+    // Absent fields keep the current version's values, so a rotation sends only chain and key.
+    let ca_pem = match &body.ca_certificate {
+        Some(ca_pem) => ca_pem.clone(),
+        None => match current_version(&store, &head) {
+            Ok(version) => version.ca_pem,
+            Err(error) => return internal_error(error),
+        },
+    };
+    let mtls = body.mtls.unwrap_or(head.mtls);
+    let clusters = body.clusters.clone().unwrap_or_else(|| head.clusters.clone());
+    let input = UploadInput {
+        certificate: body.certificate.as_bytes(),
+        private_key: body.private_key.expose().as_bytes(),
+        ca_certificate: ca_pem.as_deref().map(str::as_bytes),
+        mtls,
+        allow_expired: body.allow_expired,
+    };
+    let upload = match validate_input(&input, namespace, name, now) {
+        Ok(upload) => upload,
+        Err(response) => return response,
+    };
+    let content = Content::from_upload(&upload, mtls);
+
+    if content.fingerprint() == head.content_fingerprint && clusters == head.clusters {
+        let mut warnings = upload.warnings;
         warnings.push(Warning {
-            code: "sync_not_started".into(),
-            message: format!("the certificate is stored, but the sync could not start ({error:#}); the next scheduled sync pushes it"),
+            code: "unchanged".into(),
+            message: format!("the content equals version {}, so no new version was stored", head.version),
         });
+        return respond_after_write(200, namespace, name, warnings, now).await;
     }
 
-    match load_details(&body.namespace, &body.name, now, warning_days) {
-        Ok(Some(mut details)) => {
-            details.warnings = warnings;
-            json_response(201, &details)
+    let written = write_version(&store, Some(&head), namespace, name, content, clusters, role, now, None);
+    let head = match written {
+        Ok(head) => head,
+        Err(error) => return internal_error(error),
+    };
+    tracing::info!(namespace = %namespace, name = %name, version = head.version, "certificate replaced");
+
+    respond_after_write(200, namespace, name, upload.warnings, now).await
+}
+
+/// `POST /api/v1/certificates/{namespace}/{name}/rollback`: stores the content of a kept older
+/// version as a new version, so version numbers only grow and every Secret annotation stays
+/// unique. The old content is validated again at `now`.
+pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str) -> Response {
+    let body: RollbackRequest = match parse_body(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let now = now();
+
+    let (store, head) = match writable_head(request, namespace, name) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if body.version == head.version {
+        return error_response(
+            409,
+            "version_is_current",
+            &format!("version {} of {namespace}/{name} is already current; roll back to one of {}", body.version, older_versions(&head)),
+            Some("version"),
+        );
+    }
+    if !head.versions.iter().any(|entry| entry.version == body.version) {
+        return error_response(
+            404,
+            "version_not_found",
+            &format!("version {} of {namespace}/{name} is not kept; the kept older versions are {}", body.version, older_versions(&head)),
+            Some("version"),
+        );
+    }
+
+    let restored = (|| -> anyhow::Result<(CertificateVersion, SecretString)> {
+        let key = records::version_key(namespace, name, body.version);
+        let version: CertificateVersion =
+            store.get(&key)?.ok_or_else(|| anyhow::anyhow!("version {} of {namespace}/{name} is listed but its record {key:?} is missing", body.version))?;
+        let private_key = cipher()?.open(&version.private_key, &key)?;
+        Ok((version, private_key))
+    })();
+    let (version, private_key) = match restored {
+        Ok(restored) => restored,
+        Err(error) => return internal_error(error),
+    };
+    let input = UploadInput {
+        certificate: version.chain_pem.as_bytes(),
+        private_key: private_key.expose().as_bytes(),
+        ca_certificate: version.ca_pem.as_deref().map(str::as_bytes),
+        mtls: version.mtls,
+        allow_expired: body.allow_expired,
+    };
+    let upload = match validate_input(&input, namespace, name, now) {
+        Ok(upload) => upload,
+        Err(response) => return response,
+    };
+
+    let content = Content::from_upload(&upload, version.mtls);
+    let written = write_version(&store, Some(&head), namespace, name, content, head.clusters.clone(), role, now, Some(body.version));
+    let head = match written {
+        Ok(head) => head,
+        Err(error) => return internal_error(error),
+    };
+    tracing::info!(namespace = %namespace, name = %name, version = head.version, restored_from = body.version, "certificate rolled back");
+
+    respond_after_write(200, namespace, name, upload.warnings, now).await
+}
+
+/// `DELETE /api/v1/certificates/{namespace}/{name}`: marks the certificate `deleting`, resolves
+/// its alerts, and asks sync-webhook to remove the Secrets it manages from every cluster and then
+/// the records. 200 when everything is gone; 202 while a cluster still holds the Secret (a later
+/// sync finishes the job).
+pub async fn delete(request: &Request, namespace: &str, name: &str) -> Response {
+    let now = now();
+    let marked = (|| -> anyhow::Result<Result<(), Response>> {
+        let store = Store::open()?;
+        let Some(mut head) = store.get::<CertificateHead>(&records::certificate_key(namespace, name))? else {
+            return Ok(Err(not_found(namespace, name)));
+        };
+        if let Err(response) = check_if_match(request, &head) {
+            return Ok(Err(response));
         }
-        Ok(None) => internal_error(anyhow::anyhow!("certificate {}/{} vanished after it was stored", body.namespace, body.name)),
+        if head.state != CertificateState::Deleting {
+            head.state = CertificateState::Deleting;
+            head.delete_requested_at = Some(now);
+            store.set(&records::certificate_key(namespace, name), &head)?;
+        }
+        // A deleted certificate no longer alerts.
+        let alert_key = records::alert_key(namespace, name);
+        if let Some(existing) = store.get::<AlertRecord>(&alert_key)? {
+            if let Some(resolved) = alerts::resolve_all(&existing, now) {
+                store.set(&alert_key, &resolved)?;
+            }
+        }
+        Ok(Ok(()))
+    })();
+    match marked {
+        Ok(Ok(())) => {}
+        Ok(Err(response)) => return response,
+        Err(error) => return internal_error(error),
+    }
+    tracing::info!(namespace = %namespace, name = %name, "certificate delete requested");
+
+    let mut warnings = Vec::new();
+    if let Err(error) = crate::hooks::sync(SyncScope::Certificate(format!("{namespace}/{name}"))).await {
+        tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "sync after delete failed");
+        warnings.push(sync_not_started(&error));
+    }
+
+    match load_details(namespace, name, now) {
+        Ok(None) => json_response(200, &serde_json::json!({ "namespace": namespace, "name": name, "deleted": true })),
+        Ok(Some(mut details)) => {
+            warnings.push(Warning {
+                code: "delete_pending".into(),
+                message: format!(
+                    "{namespace}/{name} stays in state deleting until every cluster has removed its Secret; see sync for the clusters that failed, and DELETE again or wait for the next sync"
+                ),
+            });
+            details.warnings = warnings;
+            json_response(202, &details)
+        }
         Err(error) => internal_error(error),
     }
 }
 
-enum StoreOutcome {
-    Stored,
-    Exists,
-}
-
-/// Writes version 1, then the head that points to it, then the alert. A crash between the
-/// writes leaves an unreferenced version, which the next create of that name overwrites.
-fn store_new_certificate(
-    body: &CreateCertificateRequest,
-    chain_pem: String,
-    upload: &validate::ValidatedUpload,
-    role: Role,
-    now: DateTime<Utc>,
-    warning_days: u32,
-) -> anyhow::Result<StoreOutcome> {
-    let store = Store::open()?;
-    let head_key = records::certificate_key(&body.namespace, &body.name);
-    // TODO: Two creates of one name at the same moment can both pass this check; remove when
-    // the head is written with wasi:keyvalue/atomics compare-and-swap.
-    if store.exists(&head_key)? {
-        return Ok(StoreOutcome::Exists);
-    }
-
-    let version = 1;
-    let version_key = records::version_key(&body.namespace, &body.name, version);
-    let private_key = cipher()?.seal(&upload.private_key_pem, &version_key)?;
-    let content_fingerprint = kube::content_fingerprint(&chain_pem, &upload.private_key_pem, upload.ca_pem.as_deref().filter(|_| body.mtls));
-    let record = CertificateVersion {
-        version,
-        chain_pem,
-        private_key,
-        ca_pem: upload.ca_pem.clone(),
-        mtls: body.mtls,
-        summary: upload.summary.clone(),
-        content_fingerprint: content_fingerprint.clone(),
-        author: role.as_str().into(),
-        created_at: now,
-    };
-    store.set(&version_key, &record)?;
-
-    let head = CertificateHead {
-        namespace: body.namespace.clone(),
-        name: body.name.clone(),
-        version,
-        state: CertificateState::Active,
-        mtls: body.mtls,
-        clusters: body.clusters.clone(),
-        summary: upload.summary.clone(),
-        content_fingerprint,
-        created_at: now,
-        updated_at: now,
-    };
-    store.set(&head_key, &head)?;
-
-    // The same alert rule as the scan, so an expiring upload is alerted at once.
-    let alert_key = records::alert_key(&body.namespace, &body.name);
-    let existing: Option<AlertRecord> = store.get(&alert_key)?;
-    let evaluation = alerts::evaluate(&head.summary, now, warning_days);
-    if let Some(record) = alerts::reconcile(existing.as_ref(), &body.namespace, &body.name, evaluation, now) {
-        store.set(&alert_key, &record)?;
-    }
-    Ok(StoreOutcome::Stored)
-}
-
-/// `GET /api/v1/certificates`, with optional `namespace` and `status` filters.
+/// `GET /api/v1/certificates`, with optional `namespace` and `status` filters, sorted by
+/// namespace and name, one page of `limit` at a time from `cursor`.
 pub fn list(request: &Request) -> Response {
     let namespace = query_parameter(request, "namespace");
     let status = query_parameter(request, "status");
     if let Some(status) = status.as_deref().filter(|status| !matches!(*status, "valid" | "expiring" | "expired")) {
         return error_response(400, "invalid_filter", &format!("status {status:?} is not one of valid, expiring, expired"), Some("status"));
     }
+    let limit = match api::parse_limit(query_parameter(request, "limit").as_deref()) {
+        Ok(limit) => limit,
+        Err(message) => return error_response(400, "invalid_limit", &message, Some("limit")),
+    };
+    let cursor = query_parameter(request, "cursor");
     let now = now();
     let warning_days = warning_days();
 
@@ -168,21 +286,32 @@ pub fn list(request: &Request) -> Response {
         let store = Store::open()?;
         let mut items = Vec::new();
         for key in store.keys("cert/")? {
-            let Some(StoreKey::CertificateHead { .. }) = StoreKey::parse(&key) else {
+            let Some(StoreKey::CertificateHead { namespace: key_namespace, name: key_name }) = StoreKey::parse(&key) else {
                 continue;
             };
+            if namespace.as_deref().is_some_and(|namespace| namespace != key_namespace) {
+                continue;
+            }
+            // Only heads after the cursor are read, so later pages cost less.
+            if cursor.as_deref().is_some_and(|cursor| format!("{key_namespace}/{key_name}").as_str() <= cursor) {
+                continue;
+            }
             let Some(head) = store.get::<CertificateHead>(&key)? else {
                 continue;
             };
-            if namespace.as_deref().is_some_and(|namespace| namespace != head.namespace) {
-                continue;
-            }
-            let (item_status, days_left) = status_of(&head, now, warning_days);
+            let (item_status, days_left) = status_of(&head.summary, now, warning_days);
             if status.as_deref().is_some_and(|status| status != item_status) {
                 continue;
             }
+            items.push((head, item_status, days_left));
+        }
+        items.sort_by(|(a, ..), (b, ..)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        items.truncate(limit + 1);
+
+        let mut listed = Vec::new();
+        for (head, item_status, days_left) in items {
             let sync: SyncRecord = store.get(&records::sync_key(&head.namespace, &head.name))?.unwrap_or_default();
-            items.push(CertificateListItem {
+            listed.push(CertificateListItem {
                 namespace: head.namespace,
                 name: head.name,
                 status: item_status.into(),
@@ -193,36 +322,254 @@ pub fn list(request: &Request) -> Response {
                 state: state_name(head.state).into(),
             });
         }
-        Ok(items)
+        Ok(listed)
     })();
 
     match result {
-        Ok(items) => json_response(200, &serde_json::json!({ "certificates": items })),
+        Ok(items) => {
+            let (page, next_cursor) = api::paginate(items, |item| format!("{}/{}", item.namespace, item.name), None, limit);
+            json_response(200, &serde_json::json!({ "certificates": page, "next_cursor": next_cursor }))
+        }
         Err(error) => internal_error(error),
     }
 }
 
-/// `GET /api/v1/certificates/{namespace}/{name}`: details, never the private key.
+/// `GET /api/v1/certificates/{namespace}/{name}`: details, never the private key. The `ETag`
+/// is the current version, for `If-Match` on writes.
 pub fn details(namespace: &str, name: &str) -> Response {
-    match load_details(namespace, name, now(), warning_days()) {
-        Ok(Some(details)) => json_response(200, &details),
-        Ok(None) => error_response(
-            404,
-            "certificate_not_found",
-            &format!("certificate {namespace}/{name} does not exist; list them with GET /api/v1/certificates"),
-            None,
-        ),
+    match load_details(namespace, name, now()) {
+        Ok(Some(details)) => with_etag(json_response(200, &details), details.version),
+        Ok(None) => not_found(namespace, name),
         Err(error) => internal_error(error),
     }
 }
 
-fn load_details(namespace: &str, name: &str, now: DateTime<Utc>, warning_days: u32) -> anyhow::Result<Option<CertificateDetails>> {
+/// The content of a version, validated and in canonical form.
+struct Content {
+    chain_pem: String,
+    private_key: SecretString,
+    ca_pem: Option<String>,
+    mtls: bool,
+    summary: UploadSummary,
+}
+
+impl Content {
+    fn from_upload(upload: &ValidatedUpload, mtls: bool) -> Self {
+        Self {
+            chain_pem: upload.chain_pem.clone(),
+            private_key: upload.private_key_pem.clone(),
+            ca_pem: upload.ca_pem.clone(),
+            mtls,
+            summary: upload.summary.clone(),
+        }
+    }
+
+    /// The fingerprint of the Secret data this content produces (`ca.crt` only with mTLS).
+    fn fingerprint(&self) -> String {
+        kube::content_fingerprint(&self.chain_pem, &self.private_key, self.ca_pem.as_deref().filter(|_| self.mtls))
+    }
+}
+
+/// Writes `content` as the next version of `namespace/name`, then the head that points to it,
+/// then deletes the versions that dropped out of the kept list, then updates the alert.
+///
+/// A failure before the head is written leaves the previous head and version in place (a version
+/// record written without its head is overwritten by the next write, which reuses its number).
+#[allow(clippy::too_many_arguments)]
+fn write_version(
+    store: &Store,
+    previous: Option<&CertificateHead>,
+    namespace: &str,
+    name: &str,
+    content: Content,
+    clusters: Option<String>,
+    role: Role,
+    now: DateTime<Utc>,
+    restored_from: Option<u32>,
+) -> anyhow::Result<CertificateHead> {
+    let cipher = cipher()?;
+    let version = previous.map_or(1, CertificateHead::next_version);
+    let version_key = records::version_key(namespace, name, version);
+    let content_fingerprint = content.fingerprint();
+    let record = CertificateVersion {
+        version,
+        private_key: cipher.seal(&content.private_key, &version_key)?,
+        chain_pem: content.chain_pem,
+        ca_pem: content.ca_pem,
+        mtls: content.mtls,
+        summary: content.summary,
+        content_fingerprint: content_fingerprint.clone(),
+        author: role.as_str().into(),
+        created_at: now,
+    };
+    store.set(&version_key, &record)?;
+
+    let mut versions = previous.map(|head| head.versions.clone()).unwrap_or_default();
+    let dropped = records::push_version(&mut versions, VersionEntry::of(&record, restored_from), kept_versions());
+    let head = CertificateHead {
+        namespace: namespace.into(),
+        name: name.into(),
+        version,
+        state: CertificateState::Active,
+        mtls: record.mtls,
+        clusters,
+        summary: record.summary.clone(),
+        content_fingerprint,
+        created_at: previous.map_or(now, |head| head.created_at),
+        updated_at: now,
+        versions,
+        delete_requested_at: None,
+    };
+    store.set(&records::certificate_key(namespace, name), &head)?;
+
+    // The head no longer lists these versions, so a failure here leaves only unreachable records;
+    // the delete of the certificate removes every version key.
+    for dropped in dropped {
+        if let Err(error) = store.delete(&records::version_key(namespace, name, dropped)) {
+            tracing::warn!(namespace = %namespace, name = %name, version = dropped, error = format!("{error:#}"), "old version not deleted");
+        }
+    }
+    // Kept versions sealed with encryption_key_previous move to the current key.
+    if let Err(error) = crate::reseal::reseal_versions(store, &cipher, &head) {
+        tracing::warn!(namespace = %namespace, name = %name, error = format!("{error:#}"), "kept versions not sealed again");
+    }
+
+    // The same alert rule as the scan, so an expiring upload is alerted at once and a renewal
+    // resolves the alert at once. The version is stored by now, so a failure here is logged, not
+    // returned: the next scan writes the alert.
+    if let Err(error) = update_alert(store, &head, now) {
+        tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "alert not updated; the next expiry scan updates it");
+    }
+    Ok(head)
+}
+
+fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let alert_key = records::alert_key(&head.namespace, &head.name);
+    let existing: Option<AlertRecord> = store.get(&alert_key)?;
+    let evaluation = alerts::evaluate(&head.summary, now, warning_days());
+    if let Some(updated) = alerts::reconcile(existing.as_ref(), &head.namespace, &head.name, evaluation, now) {
+        store.set(&alert_key, &updated)?;
+    }
+    Ok(())
+}
+
+/// Syncs the certificate and responds with its details, the upload's warnings and the ETag.
+async fn respond_after_write(status: u16, namespace: &str, name: &str, mut warnings: Vec<Warning>, now: DateTime<Utc>) -> Response {
+    // Push it now, so the response can tell where it landed.
+    if let Err(error) = crate::hooks::sync(SyncScope::Certificate(format!("{namespace}/{name}"))).await {
+        tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "sync after write failed");
+        warnings.push(sync_not_started(&error));
+    }
+
+    match load_details(namespace, name, now) {
+        Ok(Some(mut details)) => {
+            details.warnings = warnings;
+            let version = details.version;
+            with_etag(json_response(status, &details), version)
+        }
+        Ok(None) => internal_error(anyhow::anyhow!("certificate {namespace}/{name} vanished after it was stored")),
+        Err(error) => internal_error(error),
+    }
+}
+
+fn sync_not_started(error: &anyhow::Error) -> Warning {
+    Warning {
+        code: "sync_not_started".into(),
+        message: format!("the change is stored, but the sync could not start ({error:#}); the next scheduled sync applies it"),
+    }
+}
+
+/// Opens the store and reads the head for a write: 404 when absent, 409 while deleting, 412 when
+/// `If-Match` names another version.
+fn writable_head(request: &Request, namespace: &str, name: &str) -> Result<(Store, CertificateHead), Response> {
+    let store = Store::open().map_err(internal_error)?;
+    let head = match store.get::<CertificateHead>(&records::certificate_key(namespace, name)) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Err(not_found(namespace, name)),
+        Err(error) => return Err(internal_error(error)),
+    };
+    if head.state == CertificateState::Deleting {
+        return Err(error_response(
+            409,
+            "certificate_deleting",
+            &format!("certificate {namespace}/{name} is being deleted; wait until DELETE completes, then create it again"),
+            None,
+        ));
+    }
+    check_if_match(request, &head)?;
+    Ok((store, head))
+}
+
+/// Optimistic concurrency: a write with `If-Match: "<version>"` applies only to that version, so
+/// two pipelines cannot rotate over each other unknowingly.
+fn check_if_match(request: &Request, head: &CertificateHead) -> Result<(), Response> {
+    let Some(expected) = request.header("if-match").and_then(|value| value.as_str()) else {
+        return Ok(());
+    };
+    let expected = expected.trim();
+    let current = etag(head.version);
+    if expected == "*" || expected.split(',').any(|tag| tag.trim().trim_start_matches("W/") == current) {
+        return Ok(());
+    }
+    Err(error_response(
+        412,
+        "version_mismatch",
+        &format!(
+            "If-Match {expected:?} does not match the current version {current} of {}/{}; GET the certificate again and retry",
+            head.namespace, head.name
+        ),
+        None,
+    ))
+}
+
+fn etag(version: u32) -> String {
+    format!("\"{version}\"")
+}
+
+fn with_etag(mut response: Response, version: u32) -> Response {
+    response.set_header("etag", etag(version));
+    response
+}
+
+fn current_version(store: &Store, head: &CertificateHead) -> anyhow::Result<CertificateVersion> {
+    let key = records::version_key(&head.namespace, &head.name, head.version);
+    store
+        .get(&key)?
+        .ok_or_else(|| anyhow::anyhow!("certificate {}/{} points to version {} but {key:?} is missing", head.namespace, head.name, head.version))
+}
+
+fn older_versions(head: &CertificateHead) -> String {
+    let older: Vec<String> = head.versions.iter().filter(|entry| entry.version != head.version).map(|entry| entry.version.to_string()).collect();
+    if older.is_empty() {
+        return "none (only the current version is kept)".into();
+    }
+    older.join(", ")
+}
+
+fn not_found(namespace: &str, name: &str) -> Response {
+    error_response(
+        404,
+        "certificate_not_found",
+        &format!("certificate {namespace}/{name} does not exist; list them with GET /api/v1/certificates"),
+        None,
+    )
+}
+
+/// Validates an upload, turning a failed check into a 422 that names the field.
+fn validate_input(input: &UploadInput<'_>, namespace: &str, name: &str, now: DateTime<Utc>) -> Result<ValidatedUpload, Response> {
+    validate::validate_upload(input, now, warning_days()).map_err(|error| {
+        tracing::warn!(namespace = %namespace, name = %name, code = error.code(), "upload rejected");
+        error_response(422, error.code(), &error.to_string(), Some(error.field().as_str()))
+    })
+}
+
+fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Result<Option<CertificateDetails>> {
     let store = Store::open()?;
     let Some(head) = store.get::<CertificateHead>(&records::certificate_key(namespace, name))? else {
         return Ok(None);
     };
     let sync: SyncRecord = store.get(&records::sync_key(namespace, name))?.unwrap_or_default();
-    let (status, days_left) = status_of(&head, now, warning_days);
+    let (status, days_left) = status_of(&head.summary, now, warning_days());
 
     Ok(Some(CertificateDetails {
         namespace: head.namespace,
@@ -237,6 +584,8 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>, warning_days: u
         content_fingerprint: head.content_fingerprint,
         created_at: head.created_at,
         updated_at: head.updated_at,
+        versions: head.versions,
+        delete_requested_at: head.delete_requested_at,
         sync: sync.clusters,
         warnings: Vec::new(),
     }))
@@ -244,13 +593,9 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>, warning_days: u
 
 /// Status and days left of a certificate, from its member with the earliest not_after, so an
 /// intermediate that expires first shows.
-fn status_of(head: &CertificateHead, now: DateTime<Utc>, warning_days: u32) -> (&'static str, i64) {
-    let earliest = alerts::members(&head.summary)
-        .into_iter()
-        .map(|member| member.not_after)
-        .min()
-        .unwrap_or(head.summary.leaf.not_after);
-    let status = match alerts::evaluate(&head.summary, now, warning_days) {
+fn status_of(summary: &UploadSummary, now: DateTime<Utc>, warning_days: u32) -> (&'static str, i64) {
+    let earliest = alerts::members(summary).into_iter().map(|member| member.not_after).min().unwrap_or(summary.leaf.not_after);
+    let status = match alerts::evaluate(summary, now, warning_days) {
         Some((AlertKind::Expired, _)) => "expired",
         Some((AlertKind::Expiring, _)) => "expiring",
         None => "valid",
@@ -275,6 +620,27 @@ pub fn warning_days() -> u32 {
             expiry::DEFAULT_WARNING_DAYS
         }
     }
+}
+
+/// `kept_versions`, or 5 with an error in the log when it is invalid.
+fn kept_versions() -> usize {
+    let value = variable("kept_versions").unwrap_or_default();
+    match value.trim().parse::<usize>() {
+        Ok(kept) if (1..=100).contains(&kept) => kept,
+        _ => {
+            tracing::error!(value = %value, fallback = records::DEFAULT_KEPT_VERSIONS, "kept_versions is not a whole number from 1 to 100");
+            records::DEFAULT_KEPT_VERSIONS
+        }
+    }
+}
+
+fn check_selector(selector: Option<&str>) -> Result<(), Response> {
+    let Some(selector) = selector else {
+        return Ok(());
+    };
+    LabelSelector::parse(selector).map(|_| ()).map_err(|error| {
+        error_response(422, "invalid_cluster_selector", &format!("clusters {selector:?} is not a label selector: {error}"), Some("clusters"))
+    })
 }
 
 fn check_names(namespace: &str, name: &str) -> Result<(), Response> {

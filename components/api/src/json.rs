@@ -11,13 +11,21 @@ use spin_sdk::http::{Request, Response};
 /// the expected type only, and never contains a value of the request.
 pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, Response> {
     let mut deserializer = serde_json::Deserializer::from_slice(request.body());
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let (message, field) = describe(&inner, &path);
         tracing::warn!(error = %message, "request body rejected");
         error_response(400, "invalid_json", &message, field.as_deref())
-    })
+    })?;
+
+    // Text after the object means the body is not what the client meant to send.
+    deserializer.end().map_err(|error| {
+        let (message, _) = describe(&error, ".");
+        tracing::warn!(error = %message, "request body rejected");
+        error_response(400, "invalid_json", &message, None)
+    })?;
+    Ok(value)
 }
 
 /// Builds a message and the field it concerns from a serde_json error without quoting input.

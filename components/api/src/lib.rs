@@ -5,78 +5,104 @@
 //! sync-webhook component through Spin service chaining.
 
 mod alerts;
+mod audit;
 mod auth;
 mod certificates;
 mod clusters;
 mod hooks;
 mod json;
+mod reseal;
+mod routes;
 
 use meshcert_spin::{error_response, init_logs, json_response};
-use spin_sdk::http::{Method, Request, Response};
+use routes::Route;
+use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
+
+use crate::auth::Role;
 
 /// Request bodies larger than this are rejected with 413 before parsing.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`.
+const OPENAPI: &str = include_str!("openapi.json");
+
 #[http_component]
 async fn handle(request: Request) -> Response {
     init_logs();
-    let method = request.method().clone();
+    let method = request.method().to_string().to_ascii_uppercase();
     let path = request.path().to_string();
 
-    let response = route(request).await;
+    let (response, role) = route(&request, &method).await;
 
+    // Every write is audited, whether it was done or refused.
+    if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+        audit::record(&method, &path, role, &response);
+    }
     tracing::info!(method = %method, path = %path, status = *response.status(), "request finished");
     response
 }
 
-async fn route(request: Request) -> Response {
-    let path = request.path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = request.method().clone();
+/// Authenticates, checks the route, method, body size and role, then dispatches. Returns the
+/// response and the role of the token, when it was valid.
+async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
+    let path = request.path();
+    let matched = routes::find(path);
 
-    if segments == ["healthz"] {
-        return match method {
-            Method::Get | Method::Head => health(),
-            _ => method_not_allowed(&path, "GET"),
+    if matched.as_ref().is_some_and(|matched| matched.route == Route::Health) {
+        let response = match method {
+            "GET" | "HEAD" => health(),
+            _ => method_not_allowed(path, "GET"),
         };
+        return (response, None);
     }
 
-    let role = match auth::authenticate(&request) {
+    let role = match auth::authenticate(request) {
         Ok(role) => role,
-        Err(response) => return response,
+        Err(response) => return (response, None),
     };
     if request.body().len() > MAX_BODY_BYTES {
-        return error_response(
-            413,
-            "body_too_large",
-            &format!("the request body is {} bytes; the limit is {MAX_BODY_BYTES} bytes", request.body().len()),
-            None,
-        );
+        let message = format!("the request body is {} bytes; the limit is {MAX_BODY_BYTES} bytes", request.body().len());
+        return (error_response(413, "body_too_large", &message, None), Some(role));
     }
-
+    let Some(matched) = matched else {
+        let message = format!("no route for {path:?}; the API lives under /api/v1, and GET /api/v1/openapi.json lists every route");
+        return (error_response(404, "not_found", &message, None), Some(role));
+    };
+    if !matched.accepts(method) {
+        return (method_not_allowed(path, &matched.allow()), Some(role));
+    }
     // Every method but GET and HEAD writes, so a read-only token stops here.
-    if !matches!(method, Method::Get | Method::Head) {
+    if !matches!(method, "GET" | "HEAD") {
         if let Err(response) = auth::require_admin(role) {
-            return response;
+            return (response, Some(role));
         }
     }
 
     // HEAD is GET without a body; the server drops the body.
-    let method = if method == Method::Head { Method::Get } else { method };
-    match (segments.as_slice(), &method) {
-        (["api", "v1", "certificates"], Method::Post) => certificates::create(&request, role).await,
-        (["api", "v1", "certificates"], Method::Get) => certificates::list(&request),
-        (["api", "v1", "certificates"], _) => method_not_allowed(&path, "GET, POST"),
-        (["api", "v1", "certificates", namespace, name], Method::Get) => certificates::details(namespace, name),
-        (["api", "v1", "certificates", _, _], _) => method_not_allowed(&path, "GET"),
-        (["api", "v1", "clusters"], Method::Post) => clusters::create(&request).await,
-        (["api", "v1", "clusters"], Method::Get) => clusters::list(),
-        (["api", "v1", "clusters"], _) => method_not_allowed(&path, "GET, POST"),
-        (["api", "v1", "alerts"], Method::Get) => alerts::list(&request),
-        (["api", "v1", "alerts"], _) => method_not_allowed(&path, "GET"),
-        _ => error_response(404, "not_found", &format!("no route for {path:?}; the API lives under /api/v1"), None),
-    }
+    let method = if method == "HEAD" { "GET" } else { method };
+    let response = match (matched.route, method, matched.parameters.as_slice()) {
+        (Route::OpenApi, "GET", _) => openapi(),
+        (Route::Certificates, "POST", _) => certificates::create(request, role).await,
+        (Route::Certificates, "GET", _) => certificates::list(request),
+        (Route::Certificate, "GET", [namespace, name]) => certificates::details(namespace, name),
+        (Route::Certificate, "PUT", [namespace, name]) => certificates::replace(request, role, namespace, name).await,
+        (Route::Certificate, "DELETE", [namespace, name]) => certificates::delete(request, namespace, name).await,
+        (Route::CertificateRollback, "POST", [namespace, name]) => certificates::rollback(request, role, namespace, name).await,
+        (Route::Clusters, "POST", _) => clusters::create(request).await,
+        (Route::Clusters, "GET", _) => clusters::list(),
+        (Route::Alerts, "GET", _) => alerts::list(request),
+        (Route::Audit, "GET", _) => audit::list(request),
+        (Route::EncryptionReseal, "POST", _) => reseal::reseal_all(),
+        _ => internal_error(anyhow::anyhow!("route {} accepts {method} but has no handler", matched.template)),
+    };
+    (response, Some(role))
+}
+
+fn openapi() -> Response {
+    let mut response = Response::new(200, OPENAPI);
+    response.set_header("content-type", "application/json");
+    response
 }
 
 /// `GET /healthz`: 200 when the configuration is usable, 503 naming each problem otherwise, so

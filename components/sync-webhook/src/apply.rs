@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use meshcert_core::api::{SyncReport, SyncRequest, SyncScope, TargetReport};
 use meshcert_core::kube::{self, ApplyOutcome, TlsSecret};
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncError, SyncRecord, SyncState};
@@ -40,7 +40,15 @@ struct Certificate {
     selector: LabelSelector,
 }
 
+/// A certificate in state `deleting`, whose Secrets are being removed.
+struct Doomed {
+    namespace: String,
+    name: String,
+}
+
 struct Outcome {
+    /// Whether the target was a delete.
+    delete: bool,
     namespace: String,
     name: String,
     cluster: String,
@@ -83,6 +91,7 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
         clusters.push(Arc::new(Cluster { id: record.id, api_server: record.api_server, token, labels: record.labels }));
     }
     let mut certificates = Vec::new();
+    let mut deleting = Vec::new();
     for key in store.keys("cert/")? {
         let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
             continue;
@@ -93,7 +102,8 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
         let Some(head) = store.get::<CertificateHead>(&key)? else {
             continue;
         };
-        if head.state != CertificateState::Active {
+        if head.state == CertificateState::Deleting {
+            deleting.push(Arc::new(Doomed { namespace, name }));
             continue;
         }
         let version_key = records::version_key(&namespace, &name, head.version);
@@ -126,12 +136,22 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
                 .map(move |cluster| (certificate.clone(), cluster.clone()))
         })
         .collect();
-    let outcomes: Vec<Outcome> = futures::stream::iter(targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster)))
-        .buffer_unordered(concurrency())
-        .collect()
-        .await;
+    let applies = targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster).boxed_local());
+    // A certificate being deleted leaves every cluster, whatever its selector says now, since
+    // the selector may have changed after the Secret was applied.
+    let deletes = deleting
+        .iter()
+        .flat_map(|doomed| clusters.iter().map(move |cluster| delete_target(doomed.clone(), cluster.clone()).boxed_local()))
+        .collect::<Vec<_>>();
+    let outcomes: Vec<Outcome> = futures::stream::iter(applies.chain(deletes)).buffer_unordered(concurrency()).collect().await;
 
-    let report = record(&store, outcomes, started)?;
+    let mut report = record(&store, outcomes, started)?;
+    // Only a run over every cluster knows that no cluster holds the Secret any more.
+    if cluster_filter.is_none() {
+        for doomed in &deleting {
+            finish_delete(&store, doomed, &mut report)?;
+        }
+    }
     crate::log_summary(&report);
     Ok(report)
 }
@@ -163,6 +183,7 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
         ),
     }
     Outcome {
+        delete: false,
         namespace: certificate.namespace.clone(),
         name: certificate.name.clone(),
         cluster: cluster.id.clone(),
@@ -172,8 +193,66 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
     }
 }
 
-/// Sends one server-side apply and returns the new resourceVersion from the response.
-async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, SyncError> {
+/// Removes the Secret of a deleted certificate from one cluster, but only when meshcert manages
+/// it: a GET reads the live Secret, and the DELETE carries its resourceVersion as a precondition,
+/// so a Secret replaced in between by someone else is kept.
+async fn delete_target(doomed: Arc<Doomed>, cluster: Arc<Cluster>) -> Outcome {
+    let result = delete_secret(&doomed, &cluster).await;
+    match &result {
+        Ok(_) => tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret removed"),
+        Err(error) => tracing::warn!(
+            namespace = %doomed.namespace,
+            name = %doomed.name,
+            cluster = %cluster.id,
+            kind = %error.kind,
+            error = %error.message,
+            "Secret removal failed"
+        ),
+    }
+    Outcome {
+        delete: true,
+        namespace: doomed.namespace.clone(),
+        name: doomed.name.clone(),
+        cluster: cluster.id.clone(),
+        version: 0,
+        fingerprint: String::new(),
+        result: result.map(|_| None),
+    }
+}
+
+async fn delete_secret(doomed: &Doomed, cluster: &Cluster) -> Result<(), SyncError> {
+    let invalid = |error: kube::RequestError| SyncError { kind: "invalid".into(), message: error.to_string(), status: None };
+
+    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name).map_err(invalid)?;
+    let response = send(request).await?;
+    let status = *response.status();
+    if status == 404 {
+        return Ok(());
+    }
+    if status != 200 {
+        return Err(kube::status_error(status, response.body()));
+    }
+    let Some(live) = kube::LiveSecret::parse(response.body()) else {
+        return Err(SyncError { kind: "unexpected_response".into(), message: "the API server returned a Secret that is not valid JSON".into(), status: Some(status) });
+    };
+    if !live.deletable_for(&doomed.namespace, &doomed.name) {
+        // Not ours: it was there before meshcert, or someone replaced it. Never deleted.
+        tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret not managed by meshcert kept");
+        return Ok(());
+    }
+
+    let resource_version = live.resource_version.unwrap_or_default();
+    let request =
+        kube::delete_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name, &resource_version).map_err(invalid)?;
+    let response = send(request).await?;
+    match *response.status() {
+        200..=299 | 404 => Ok(()),
+        status => Err(kube::status_error(status, response.body())),
+    }
+}
+
+/// Sends one request to an API server within [`REQUEST_TIMEOUT`].
+async fn send(request: http::Request<Vec<u8>>) -> Result<Response, SyncError> {
     let url = request.uri().to_string();
     let send = spin_sdk::http::send::<_, Response>(request);
     let Some(result) = with_timeout(REQUEST_TIMEOUT, send).await else {
@@ -183,7 +262,33 @@ async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, S
             status: None,
         });
     };
-    let response = result.map_err(|error| send_error(&url, error))?;
+    result.map_err(|error| send_error(&url, error))
+}
+
+/// Removes the records of a deleted certificate once no cluster holds its Secret: the versions,
+/// then the sync record, then the head last, so a failure in between leaves the head in state
+/// `deleting` and the next sync finishes the job.
+fn finish_delete(store: &Store, doomed: &Doomed, report: &mut SyncReport) -> anyhow::Result<()> {
+    let id = format!("{}/{}", doomed.namespace, doomed.name);
+    let pending = report.targets.iter().filter(|target| target.certificate == id && target.state != SyncState::Deleted).count();
+    if pending > 0 {
+        tracing::warn!(namespace = %doomed.namespace, name = %doomed.name, clusters = pending, "certificate stays in state deleting");
+        return Ok(());
+    }
+
+    for key in store.keys(&records::version_prefix(&doomed.namespace, &doomed.name))? {
+        store.delete(&key)?;
+    }
+    store.delete(&records::sync_key(&doomed.namespace, &doomed.name))?;
+    store.delete(&records::certificate_key(&doomed.namespace, &doomed.name))?;
+    report.deleted.push(id);
+    tracing::info!(namespace = %doomed.namespace, name = %doomed.name, "certificate deleted");
+    Ok(())
+}
+
+/// Sends one server-side apply and returns the new resourceVersion from the response.
+async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, SyncError> {
+    let response = send(request).await?;
     match kube::read_apply_response(*response.status(), response.body()) {
         ApplyOutcome::Applied { resource_version } => Ok(resource_version),
         ApplyOutcome::Failed(error) => Err(error),
@@ -226,6 +331,10 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
         let key = records::sync_key(&namespace, &name);
         let mut record: SyncRecord = store.get(&key)?.unwrap_or_default();
         for outcome in outcomes {
+            if outcome.delete {
+                record_delete(&mut record, &mut report, &namespace, &name, outcome, now);
+                continue;
+            }
             let previous = record.clusters.get(&outcome.cluster);
             let state = match &outcome.result {
                 Ok(resource_version) => ClusterSyncState {
@@ -270,6 +379,42 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
     report.targets.sort_by(|a, b| (&a.certificate, &a.cluster).cmp(&(&b.certificate, &b.cluster)));
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Records the outcome of removing a Secret: a cluster that no longer holds it leaves the sync
+/// record; one that failed stays in state `deleting` with the error, for the next sync to retry.
+fn record_delete(record: &mut SyncRecord, report: &mut SyncReport, namespace: &str, name: &str, outcome: Outcome, now: chrono::DateTime<chrono::Utc>) {
+    let state = match outcome.result {
+        Ok(_) => {
+            record.clusters.remove(&outcome.cluster);
+            report.removed += 1;
+            SyncState::Deleted
+        }
+        Err(error) => {
+            report.failed += 1;
+            let previous = record.clusters.remove(&outcome.cluster);
+            let state = ClusterSyncState {
+                state: SyncState::Deleting,
+                version: previous.as_ref().and_then(|previous| previous.version),
+                fingerprint: previous.as_ref().and_then(|previous| previous.fingerprint.clone()),
+                resource_version: previous.as_ref().and_then(|previous| previous.resource_version.clone()),
+                attempts: 1,
+                last_error: Some(error),
+                updated_at: now,
+                synced_at: previous.and_then(|previous| previous.synced_at),
+            };
+            record.clusters.insert(outcome.cluster.clone(), state);
+            SyncState::Deleting
+        }
+    };
+    report.targets.push(TargetReport {
+        certificate: format!("{namespace}/{name}"),
+        cluster: outcome.cluster.clone(),
+        state,
+        version: None,
+        attempts: 1,
+        error: record.clusters.get(&outcome.cluster).and_then(|state| state.last_error.clone()),
+    });
 }
 
 /// `sync_concurrency`, or 16 with an error in the log when it is invalid.

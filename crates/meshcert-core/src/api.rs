@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertKind, AlertMember};
-use crate::records::{ClusterSyncState, SyncError, SyncState};
+use crate::records::{ClusterSyncState, SyncError, SyncState, VersionEntry};
 use crate::secret::SecretString;
 use crate::validate::{UploadSummary, Warning};
 
@@ -42,6 +42,52 @@ pub struct CreateCertificateRequest {
     /// Label selector of target clusters, such as `env=prod`; all clusters when absent.
     #[serde(default)]
     pub clusters: Option<String>,
+}
+
+/// `PUT /api/v1/certificates/{namespace}/{name}`: new content for a certificate (rotation).
+///
+/// `certificate` and `private_key` are required. The other fields keep their current value when
+/// absent, so a rotation sends only the new chain and key; `ca_certificate: null` removes the CA
+/// and `clusters: null` sends the certificate to every cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceCertificateRequest {
+    /// PEM chain, leaf first.
+    pub certificate: String,
+    /// PEM private key.
+    pub private_key: SecretString,
+    /// PEM CA certificate for mutual TLS: absent keeps it, `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub ca_certificate: Option<Option<String>>,
+    /// Whether the Secret carries `ca.crt`; absent keeps it.
+    #[serde(default)]
+    pub mtls: Option<bool>,
+    /// Store an expired certificate anyway.
+    #[serde(default)]
+    pub allow_expired: bool,
+    /// Label selector of target clusters: absent keeps it, `null` means every cluster.
+    #[serde(default, deserialize_with = "present")]
+    pub clusters: Option<Option<String>>,
+}
+
+/// `POST /api/v1/certificates/{namespace}/{name}/rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The kept version whose content becomes current again, as a new version.
+    pub version: u32,
+    /// Restore it even when it has expired since.
+    #[serde(default)]
+    pub allow_expired: bool,
+}
+
+/// Reads a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `POST /api/v1/clusters`.
@@ -134,6 +180,11 @@ pub struct CertificateDetails {
     pub created_at: DateTime<Utc>,
     /// Current version stored.
     pub updated_at: DateTime<Utc>,
+    /// The kept versions, newest first; the first is current.
+    pub versions: Vec<VersionEntry>,
+    /// When a delete was requested, while the state is `deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_requested_at: Option<DateTime<Utc>>,
     /// State in each cluster.
     pub sync: BTreeMap<String, ClusterSyncState>,
     /// Findings of the upload; only in the response of a write.
@@ -237,6 +288,87 @@ pub struct SyncReport {
     pub applied: usize,
     /// Targets that failed.
     pub failed: usize,
+    /// Targets whose Secret was removed because the certificate is being deleted.
+    #[serde(default)]
+    pub removed: usize,
+    /// Certificates whose deletion finished: no cluster holds their Secret, and their records are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
     /// Wall time of the sync in milliseconds.
     pub duration_ms: u64,
+}
+
+/// The page size of list endpoints when the request names none.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest `limit` a list endpoint accepts.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Reads a `limit` query parameter: absent gives [`DEFAULT_PAGE_SIZE`].
+///
+/// # Errors
+///
+/// A message naming the value and the accepted range.
+pub fn parse_limit(value: Option<&str>) -> Result<usize, String> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_PAGE_SIZE);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => Ok(limit),
+        _ => Err(format!("limit {value:?} is not a whole number from 1 to {MAX_PAGE_SIZE}")),
+    }
+}
+
+/// Takes one page from `items`, which are sorted by `key`: the first `limit` items whose key
+/// sorts after `cursor`. Returns the page and the cursor of the next page, when there is one.
+///
+/// The cursor is the key of the last item returned, so a page stays correct when items before
+/// it are added or removed between requests.
+pub fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> String, cursor: Option<&str>, limit: usize) -> (Vec<T>, Option<String>) {
+    let mut page: Vec<T> = items.into_iter().filter(|item| cursor.is_none_or(|cursor| key(item).as_str() > cursor)).collect();
+    if page.len() <= limit {
+        return (page, None);
+    }
+    page.truncate(limit);
+    let next = page.last().map(&key);
+    (page, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paginate_walks_every_item_once() {
+        let items: Vec<String> = (0..7).map(|index| format!("ns/c{index}")).collect();
+
+        let (first, cursor) = paginate(items.clone(), String::clone, None, 3);
+        let (second, cursor) = paginate(items.clone(), String::clone, cursor.as_deref(), 3);
+        let (third, cursor) = paginate(items, String::clone, cursor.as_deref(), 3);
+
+        assert_eq!(first, ["ns/c0", "ns/c1", "ns/c2"]);
+        assert_eq!(second, ["ns/c3", "ns/c4", "ns/c5"]);
+        assert_eq!(third, ["ns/c6"]);
+        assert_eq!(cursor, None);
+    }
+
+    #[test]
+    fn limit_is_bounded() {
+        assert_eq!(parse_limit(None), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(parse_limit(Some("5")), Ok(5));
+        assert!(parse_limit(Some("0")).is_err());
+        assert!(parse_limit(Some("1001")).is_err());
+        assert!(parse_limit(Some("ten")).unwrap_err().contains("\"ten\""));
+    }
+
+    #[test]
+    fn replace_request_tells_absent_from_null() {
+        let absent: ReplaceCertificateRequest = serde_json::from_str(r#"{"certificate": "C", "private_key": "K"}"#).unwrap();
+        let null: ReplaceCertificateRequest =
+            serde_json::from_str(r#"{"certificate": "C", "private_key": "K", "clusters": null, "ca_certificate": null}"#).unwrap();
+
+        assert_eq!(absent.clusters, None);
+        assert_eq!(absent.ca_certificate, None);
+        assert_eq!(null.clusters, Some(None));
+        assert_eq!(null.ca_certificate, Some(None));
+    }
 }

@@ -135,6 +135,83 @@ pub fn apply_secret_request(api_server: &str, token: &SecretString, secret: &Tls
         .map_err(|error| RequestError::Http(error.to_string()))
 }
 
+/// Builds `GET /api/v1/namespaces/{ns}/secrets/{name}`, which reads a live Secret before it is
+/// deleted, so that only a Secret meshcert manages is ever removed.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidApiServer`] for a bad `api_server`.
+pub fn get_secret_request(api_server: &str, token: &SecretString, namespace: &str, name: &str) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let url = secret_url(api_server, namespace, name, "")?;
+    http::Request::builder()
+        .method(http::Method::GET)
+        .uri(url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .map_err(|error| RequestError::Http(error.to_string()))
+}
+
+/// Builds the `DELETE` of a Secret with a `resourceVersion` precondition: the API server refuses
+/// it with 409 when the Secret changed after meshcert read it, so a Secret that someone replaced
+/// in between is never removed.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidApiServer`] for a bad `api_server`.
+pub fn delete_secret_request(
+    api_server: &str,
+    token: &SecretString,
+    namespace: &str,
+    name: &str,
+    resource_version: &str,
+) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let url = secret_url(api_server, namespace, name, "")?;
+    let options = json!({
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": { "resourceVersion": resource_version },
+    });
+    http::Request::builder()
+        .method(http::Method::DELETE)
+        .uri(url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json")
+        .body(options.to_string().into_bytes())
+        .map_err(|error| RequestError::Http(error.to_string()))
+}
+
+/// What meshcert needs to know of a live Secret: whose it is and which revision it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSecret {
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// Whether it carries `app.kubernetes.io/managed-by: meshcert`.
+    pub managed: bool,
+    /// The `meshcert.io/certificate` annotation: `namespace/name` of the certificate it holds.
+    pub certificate: Option<String>,
+}
+
+impl LiveSecret {
+    /// Reads a Secret object from a GET response body; `None` when it is not one.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        let secret: Value = serde_json::from_slice(body).ok()?;
+        let metadata = secret.get("metadata")?;
+        Some(Self {
+            resource_version: metadata["resourceVersion"].as_str().map(str::to_string),
+            managed: metadata["labels"][MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY_VALUE),
+            certificate: metadata["annotations"][CERTIFICATE_ANNOTATION].as_str().map(str::to_string),
+        })
+    }
+
+    /// Whether meshcert may delete it as the Secret of certificate `namespace/name`: it carries
+    /// meshcert's label, and its certificate annotation, when present, names this certificate.
+    pub fn deletable_for(&self, namespace: &str, name: &str) -> bool {
+        self.managed && self.certificate.as_deref().is_none_or(|certificate| certificate == format!("{namespace}/{name}"))
+    }
+}
+
 fn secret_url(api_server: &str, namespace: &str, name: &str, query: &str) -> Result<String, RequestError> {
     let base = url::Url::parse(api_server).map_err(|_| RequestError::InvalidApiServer(api_server.into()))?;
     if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
@@ -235,6 +312,34 @@ mod tests {
 
         assert!(apply_secret_request("ftp://x", &SecretString::new("t"), &secret(&key)).is_err());
         assert!(apply_secret_request("not a url", &SecretString::new("t"), &secret(&key)).is_err());
+    }
+
+    #[test]
+    fn delete_request_has_precondition() {
+        let request = delete_secret_request("https://east.example:6443", &SecretString::new("t"), "istio-system", "web", "42").unwrap();
+
+        let options: Value = serde_json::from_slice(request.body()).unwrap();
+
+        assert_eq!(request.method(), http::Method::DELETE);
+        assert_eq!(request.uri().to_string(), "https://east.example:6443/api/v1/namespaces/istio-system/secrets/web");
+        assert_eq!(options["preconditions"]["resourceVersion"], "42");
+    }
+
+    #[test]
+    fn live_secret_is_deletable_only_when_managed() {
+        let key = SecretString::new("KEY");
+        let mut managed = secret(&key).manifest();
+        managed["metadata"]["resourceVersion"] = "7".into();
+        let unmanaged = json!({ "metadata": { "name": "web", "resourceVersion": "8" }, "type": "kubernetes.io/tls" });
+        let other = json!({ "metadata": { "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE }, "annotations": { CERTIFICATE_ANNOTATION: "shop/web" } } });
+
+        let live = LiveSecret::parse(managed.to_string().as_bytes()).unwrap();
+
+        assert_eq!(live.resource_version.as_deref(), Some("7"));
+        assert!(live.deletable_for("istio-system", "web"));
+        assert!(!LiveSecret::parse(unmanaged.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
+        assert!(!LiveSecret::parse(other.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
+        assert_eq!(LiveSecret::parse(b"not json"), None);
     }
 
     #[test]

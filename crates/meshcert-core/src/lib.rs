@@ -16,6 +16,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod certificate;
 pub mod chain;
 pub mod crypto;

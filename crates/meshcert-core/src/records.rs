@@ -7,9 +7,13 @@
 //! | `cluster/{id}` | [`ClusterRecord`] |
 //! | `sync/{namespace}/{name}` | [`SyncRecord`] |
 //! | `alert/{namespace}/{name}` | [`crate::alerts::AlertRecord`] |
+//! | `audit/{yyyy-mm-dd}` | [`crate::audit::AuditDay`] |
+//! | `audit/{yyyy-mm-dd}/{id}` | [`crate::audit::AuditEntry`] |
 //!
 //! The store has no transactions, so writers order their writes: a version is written before
-//! the head that points to it, and a reader that finds a head always finds its version.
+//! the head that points to it, and a reader that finds a head always finds its version. Versions
+//! that the head no longer lists are deleted after the head is written, so a crash leaves at
+//! most an extra version behind, never a missing one.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +50,14 @@ pub fn sync_key(namespace: &str, name: &str) -> String {
 pub fn alert_key(namespace: &str, name: &str) -> String {
     format!("alert/{namespace}/{name}")
 }
+
+/// Prefix of every version key of a certificate.
+pub fn version_prefix(namespace: &str, name: &str) -> String {
+    format!("cert/{namespace}/{name}/v/")
+}
+
+/// The default number of versions kept per certificate, the current one included.
+pub const DEFAULT_KEPT_VERSIONS: usize = 5;
 
 /// Checks that every key of a certificate fits the store's key limit, with the longest version
 /// number. Returns the longest name that would fit in `namespace` when it does not.
@@ -153,6 +165,71 @@ pub struct CertificateHead {
     pub created_at: DateTime<Utc>,
     /// When the current version was stored.
     pub updated_at: DateTime<Utc>,
+    /// The stored versions, newest first; the first is the current one. Kept in the head so that
+    /// the details need one read, not a scan of the store's keys.
+    #[serde(default)]
+    pub versions: Vec<VersionEntry>,
+    /// When a delete was requested; set while the state is `deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_requested_at: Option<DateTime<Utc>>,
+}
+
+impl CertificateHead {
+    /// The version that follows every version this head has listed, including ones it dropped.
+    pub fn next_version(&self) -> u32 {
+        let listed = self.versions.iter().map(|entry| entry.version).max().unwrap_or(0);
+        self.version.max(listed) + 1
+    }
+}
+
+/// A stored version as the head lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    /// Version number.
+    pub version: u32,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// Role of the token that wrote it.
+    pub author: String,
+    /// Subject of its leaf.
+    pub subject: String,
+    /// not_after of its leaf.
+    pub not_after: DateTime<Utc>,
+    /// SHA-256 fingerprint of its leaf.
+    pub sha256_fingerprint: String,
+    /// SHA-256 of the Secret data it produces.
+    pub content_fingerprint: String,
+    /// The version it restored, when it was written by a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u32>,
+}
+
+impl VersionEntry {
+    /// Describes a version record for the head's list.
+    pub fn of(version: &CertificateVersion, restored_from: Option<u32>) -> Self {
+        Self {
+            version: version.version,
+            created_at: version.created_at,
+            author: version.author.clone(),
+            subject: version.summary.leaf.subject.clone(),
+            not_after: version.summary.leaf.not_after,
+            sha256_fingerprint: version.summary.leaf.sha256_fingerprint.clone(),
+            content_fingerprint: version.content_fingerprint.clone(),
+            restored_from,
+        }
+    }
+}
+
+/// Puts `entry` first in `versions` and keeps at most `kept` entries; returns the version
+/// numbers that dropped out, whose records the caller deletes after writing the head.
+pub fn push_version(versions: &mut Vec<VersionEntry>, entry: VersionEntry, kept: usize) -> Vec<u32> {
+    versions.retain(|existing| existing.version != entry.version);
+    versions.insert(0, entry);
+    let kept = kept.max(1);
+    if versions.len() <= kept {
+        return Vec::new();
+    }
+    versions.split_off(kept).into_iter().map(|dropped| dropped.version).collect()
 }
 
 /// One version of a certificate's content.
@@ -213,8 +290,10 @@ pub enum SyncState {
     Failed,
     /// A Secret of that name exists and meshcert does not manage it.
     Conflict,
-    /// The Secret is being removed.
+    /// The certificate is being deleted and this cluster still holds its Secret.
     Deleting,
+    /// The Secret was removed, or was never there; reported by a sync, never stored.
+    Deleted,
 }
 
 impl SyncState {
@@ -226,6 +305,7 @@ impl SyncState {
             SyncState::Failed => "failed",
             SyncState::Conflict => "conflict",
             SyncState::Deleting => "deleting",
+            SyncState::Deleted => "deleted",
         }
     }
 }
@@ -316,6 +396,33 @@ mod tests {
         assert_eq!(StoreKey::parse("cluster/east"), Some(StoreKey::Cluster { id: "east".into() }));
         assert_eq!(StoreKey::parse("cert/a/b/v/x"), None);
         assert_eq!(StoreKey::parse("other"), None);
+    }
+
+    fn entry(version: u32) -> VersionEntry {
+        VersionEntry {
+            version,
+            created_at: DateTime::from_timestamp(0, 0).unwrap(),
+            author: "admin".into(),
+            subject: "CN=web".into(),
+            not_after: DateTime::from_timestamp(0, 0).unwrap(),
+            sha256_fingerprint: String::new(),
+            content_fingerprint: String::new(),
+            restored_from: None,
+        }
+    }
+
+    #[test]
+    fn push_version_keeps_newest() {
+        let mut versions = Vec::new();
+        for version in 1..=5 {
+            assert!(push_version(&mut versions, entry(version), 5).is_empty());
+        }
+
+        let dropped = push_version(&mut versions, entry(6), 5);
+
+        assert_eq!(dropped, vec![1]);
+        assert_eq!(versions.iter().map(|entry| entry.version).collect::<Vec<_>>(), vec![6, 5, 4, 3, 2]);
+        assert_eq!(push_version(&mut versions, entry(7), 2), vec![5, 4, 3, 2]);
     }
 
     #[test]

@@ -37,7 +37,19 @@ impl TestApp {
 
     /// Like [`TestApp::start`], with some variables replaced.
     pub async fn start_with(variables: &[(&str, &str)]) -> TestApp {
-        let state = tempfile::tempdir().expect("temporary state directory");
+        Self::start_in(tempfile::tempdir().expect("temporary state directory"), variables).await
+    }
+
+    /// Stops this app and starts it again on the same state, as a restart of `spin up` with new
+    /// variables would.
+    pub async fn restart_with(self, variables: &[(&str, &str)]) -> TestApp {
+        let TestApp { app, server, state } = self;
+        drop(server);
+        drop(app);
+        Self::start_in(state, variables).await
+    }
+
+    async fn start_in(state: tempfile::TempDir, variables: &[(&str, &str)]) -> TestApp {
         let encryption_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let mut config = AppConfig::new(manifest())
             .state_dir(state.path())
@@ -54,6 +66,15 @@ impl TestApp {
         });
         let server = app.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve on loopback");
         TestApp { app, server, state }
+    }
+
+    /// Sends a request with the admin token and extra headers, such as `If-Match`.
+    pub async fn call_with_headers(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> (u16, Value) {
+        let mut all = vec![("authorization".to_string(), format!("Bearer {API_TOKEN}"))];
+        all.extend(headers.iter().map(|(name, value)| (name.to_string(), value.to_string())));
+        let body = body.map(|body| serde_json::to_vec(body).unwrap()).unwrap_or_default();
+        let (status, bytes) = send(self.server.addr(), method, path, &all, body).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
     }
 
     /// Sends a request with the admin token.
@@ -127,6 +148,18 @@ pub async fn fake_cluster(name: &str) -> FakeCluster {
 
 /// Sends one HTTP/1.1 request over a new loopback connection.
 pub async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Vec<u8>) {
+    let (status, _, body) = send_full(addr, method, path, headers, body).await;
+    (status, body)
+}
+
+/// Like [`send`], and also returns the response headers.
+pub async fn send_full(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the host");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("HTTP handshake");
     tokio::spawn(connection);
@@ -141,8 +174,9 @@ pub async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers:
     let request = request.body(Full::new(Bytes::from(body))).unwrap();
     let response = sender.send_request(request).await.expect("send the request");
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let body = response.into_body().collect().await.expect("read the body").to_bytes().to_vec();
-    (status, body)
+    (status, headers, body)
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `timestamp.body`, written here independently of the
