@@ -79,6 +79,10 @@ async fn rotation_and_rollback_store_versions_and_resync() {
     assert_eq!(mismatch["error"]["code"], "version_mismatch");
     assert_eq!(secret_entry(&east.secret("istio-system", "web").unwrap(), "tls.crt"), certificates.read("v2.example.test.crt"));
 
+    // A bare version number is read like the quoted ETag.
+    let (status, body) = test.call_with_headers("PUT", WEB, &[("if-match", "2")], Some(&rotation(&certificates, "v2.example.test"))).await;
+    assert_eq!(status, 200, "{body}");
+
     // Rollback stores version 1's content as version 3 and pushes it.
     let (status, rolled_back) = test.call_with_headers("POST", &format!("{WEB}/rollback"), &[("if-match", "\"2\"")], Some(&json!({ "version": 1 }))).await;
     assert_eq!(status, 200, "{rolled_back}");
@@ -92,6 +96,12 @@ async fn rotation_and_rollback_store_versions_and_resync() {
 
     let (status, current) = test.call("POST", &format!("{WEB}/rollback"), Some(&json!({ "version": 3 }))).await;
     assert_eq!((status, current["error"]["code"].as_str()), (409, Some("version_is_current")), "{current}");
+    let (status, typed) = test.call("POST", &format!("{WEB}/rollback"), Some(&json!({ "version": "1" }))).await;
+    assert_eq!(status, 400, "{typed}");
+    assert!(typed["error"]["message"].as_str().unwrap().ends_with("expected a whole number, 0 or more"), "{typed}");
+    let (status, not_object) = test.call("PUT", WEB, Some(&json!([]))).await;
+    assert_eq!(status, 400, "{not_object}");
+    assert!(not_object["error"]["message"].as_str().unwrap().ends_with("expected a JSON object"), "{not_object}");
     let (status, missing) = test.call("POST", &format!("{WEB}/rollback"), Some(&json!({ "version": 9 }))).await;
     assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("version_not_found")), "{missing}");
     assert!(missing["error"]["message"].as_str().unwrap().contains("2, 1"), "{missing}");
@@ -237,6 +247,15 @@ async fn delete_never_removes_a_secret_meshcert_does_not_manage() {
     assert_eq!(body["deleted"], true);
     let kept = east.secret("istio-system", "web").expect("the unmanaged Secret is kept");
     assert_eq!(secret_entry(&kept, "tls.crt"), "theirs");
+
+    // An upload over it is a conflict in that cluster, and the Secret stays as it is.
+    let (status, created) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "v1.example.test", "v1.example.test"))).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["sync"]["east"]["state"], "conflict", "{created}");
+    assert_eq!(created["sync"]["east"]["last_error"]["kind"], "unmanaged_secret", "{created}");
+    let kept = east.secret("istio-system", "web").expect("the unmanaged Secret is kept");
+    assert_eq!(secret_entry(&kept, "tls.crt"), "theirs");
+    assert!(kept["metadata"]["labels"].get("app.kubernetes.io/managed-by").is_none(), "{kept}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +296,10 @@ async fn list_filters_and_pages() {
     assert_eq!(other_namespace["certificates"], json!([]));
     let (status, body) = test.call("GET", "/api/v1/certificates?limit=0", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_limit")), "{body}");
+    let (status, body) = test.call("GET", "/api/v1/certificates?cursor=garbage", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_cursor")), "{body}");
+    let (status, body) = test.call("GET", "/api/v1/certificates?statuss=expiring", None).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("statuss")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +325,8 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
     let (status, _) = test.call_with_token("DELETE", WEB, None, None).await;
     assert_eq!(status, 401);
 
-    // Newest first: the unauthenticated delete, the rejected upload, three refused writes, the create.
+    // Newest first: the rejected upload, three refused writes, the create. The request without a
+    // token is not stored, so that it cannot fill the store.
     let (status, audit) = test.call_with_token("GET", "/api/v1/audit", reader, None).await;
     assert_eq!(status, 200, "{audit}");
     let entries = audit["entries"].as_array().unwrap();
@@ -318,7 +342,6 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
         })
         .collect();
     let expected = [
-        ("anonymous", "certificate.delete", "rejected", 401),
         ("admin", "certificate.create", "rejected", 422),
         ("reader", "certificate.rollback", "rejected", 403),
         ("reader", "certificate.delete", "rejected", 403),
@@ -327,9 +350,9 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
     ];
     let expected: Vec<(String, String, String, u64)> = expected.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d)).collect();
     assert_eq!(summary, expected);
-    assert_eq!(entries[1]["code"], "certificate_in_private_key_field");
-    assert_eq!(entries[5]["target"], "certificate istio-system/web");
-    assert!(entries[5]["summary"].as_str().unwrap().contains("version 1"), "{audit}");
+    assert_eq!(entries[0]["code"], "certificate_in_private_key_field");
+    assert_eq!(entries[4]["target"], "certificate istio-system/web");
+    assert!(entries[4]["summary"].as_str().unwrap().contains("version 1"), "{audit}");
 
     // Filters and pages.
     let (_, rejected) = test.call("GET", "/api/v1/audit?outcome=succeeded", None).await;
@@ -337,7 +360,7 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
     let (_, first) = test.call("GET", "/api/v1/audit?limit=4", None).await;
     let cursor = first["next_cursor"].as_str().expect("a next page");
     let (_, second) = test.call("GET", &format!("/api/v1/audit?limit=4&cursor={cursor}"), None).await;
-    assert_eq!(second["entries"].as_array().unwrap().len(), 2, "{second}");
+    assert_eq!(second["entries"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["next_cursor"], Value::Null);
 
     // No audit record holds key material.
@@ -361,10 +384,14 @@ async fn encryption_key_rotation_reads_old_records_and_reseals_them() {
     let key_id = |test: &TestApp, key: &str, field: &str| stored_record(test, key)[field]["key_id"].as_str().unwrap().to_string();
     let old_id = key_id(&test, "cert/istio-system/web/v/1", "private_key");
 
-    // Without the previous key the stored key and token cannot be opened: the sync fails.
+    // Without the previous key the stored key and token cannot be opened: the sync fails, and
+    // /healthz says why.
     let test = test.restart_with(&[("encryption_key", &new_key)]).await;
     let (status, body) = test.signed_sync("{}").await;
     assert_eq!(status, 500, "{body}");
+    let (status, health) = test.call_with_token("GET", "/healthz", None, None).await;
+    assert_eq!(status, 503, "{health}");
+    assert!(health["problems"][0].as_str().unwrap().contains("encryption_key_previous"), "{health}");
 
     // With it, everything is readable, and the next write seals with the new key.
     let test = test.restart_with(&[("encryption_key", &new_key), ("encryption_key_previous", &old_key)]).await;
@@ -471,4 +498,42 @@ async fn concurrent_writes_each_keep_their_audit_entry() {
     test.app.run_cron("expiry-cron").await.expect("cron handler");
     let (_, expired) = test.call("GET", "/api/v1/audit", None).await;
     assert_eq!(listed(&expired), 0, "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_pasted_into_the_wrong_shape_are_never_echoed() {
+    let certificates = hosts(1);
+    let test = TestApp::start_with(&[("api_read_token", "reader-token-for-tests")]).await;
+    let key = certificates.read("v1.example.test.key");
+    let one_line = key.replace('\n', "");
+    let escaped = key.replace('\n', "\\n");
+    let bodies = [
+        json!({ "name": "web", "certificate": certificates.read("v1.example.test.crt"), "private_key": one_line }),
+        json!({ "name": "web", "certificate": certificates.read("v1.example.test.crt"), "private_key": escaped }),
+        json!({ "name": "web", "certificate": one_line, "private_key": key }),
+        json!({ "name": &one_line[28..90], "certificate": certificates.read("v1.example.test.crt"), "private_key": key }),
+    ];
+    for body in &bodies {
+        let (status, response) = test.call("POST", "/api/v1/certificates", Some(body)).await;
+        assert_eq!(status, 422, "{response}");
+        for line in pem_body_lines(&key) {
+            assert!(!response.to_string().contains(line.get(..40).unwrap_or(&line)), "the response quotes the key: {response}");
+        }
+    }
+    let (_, response) = test.call("POST", "/api/v1/certificates", Some(&bodies[0])).await;
+    assert_eq!(response["error"]["code"], "malformed_pem");
+    assert!(response["error"]["message"].as_str().unwrap().contains("line breaks"), "{response}");
+
+    // A cluster token with a line break inside could never be sent in a header.
+    let cluster = json!({ "id": "east", "api_server": "http://127.0.0.1:1", "token": "first-half\nsecond-half" });
+    let (status, response) = test.call("POST", "/api/v1/clusters", Some(&cluster)).await;
+    assert_eq!((status, response["error"]["code"].as_str()), (422, Some("invalid_token")), "{response}");
+    assert!(!response.to_string().contains("half"), "{response}");
+
+    // Nothing of the key reached the audit trail, which the read-only token can list.
+    let (_, audit) = test.call_with_token("GET", "/api/v1/audit?limit=100", Some("reader-token-for-tests"), None).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), bodies.len() + 2, "{audit}");
+    for line in pem_body_lines(&key) {
+        assert!(!audit.to_string().contains(line.get(..40).unwrap_or(&line)), "the audit trail quotes the key: {audit}");
+    }
 }

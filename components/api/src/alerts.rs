@@ -7,11 +7,14 @@ use meshcert_spin::{error_response, json_response, now, Store};
 use spin_sdk::http::{Request, Response};
 
 use crate::internal_error;
-use crate::json::query_parameter;
+use crate::json::{query_parameter, reject_unknown_parameters};
 
 /// Lists alerts, filtered by `kind` (`expired`, `expiring`), `namespace` and `status`
 /// (`active`, the default, or `resolved`).
 pub fn list(request: &Request) -> Response {
+    if let Err(response) = reject_unknown_parameters(request, &["kind", "namespace", "status"]) {
+        return response;
+    }
     let kind = query_parameter(request, "kind");
     let namespace = query_parameter(request, "namespace");
     let status = query_parameter(request, "status").unwrap_or_else(|| "active".into());

@@ -12,7 +12,7 @@ use spin_sdk::http::{Request, Response};
 
 use crate::auth::Role;
 use crate::internal_error;
-use crate::json::query_parameter;
+use crate::json::{query_parameter, reject_unknown_parameters};
 use crate::routes;
 
 /// Maximum length of an entry's summary, in characters.
@@ -97,6 +97,9 @@ fn append(entry: AuditEntry) -> anyhow::Result<()> {
 /// `GET /api/v1/audit`: entries newest first, `limit` per page from `cursor`, filtered by
 /// `action`, `outcome` and `target`.
 pub fn list(request: &Request) -> Response {
+    if let Err(response) = reject_unknown_parameters(request, &["limit", "cursor", "action", "outcome", "target"]) {
+        return response;
+    }
     let limit = match api::parse_limit(query_parameter(request, "limit").as_deref()) {
         Ok(limit) => limit,
         Err(message) => return error_response(400, "invalid_limit", &message, Some("limit")),

@@ -23,7 +23,7 @@ use spin_sdk::http::{Request, Response};
 
 use crate::auth::Role;
 use crate::internal_error;
-use crate::json::{parse_body, query_parameter};
+use crate::json::{parse_body, query_parameter, reject_unknown_parameters};
 
 /// `POST /api/v1/certificates`: validates an upload, stores version 1 and its head, applies the
 /// alert rule, and syncs it to every cluster. A rejected upload writes nothing.
@@ -53,19 +53,21 @@ pub async fn create(request: &Request, role: Role) -> Response {
         Err(response) => return response,
     };
 
-    let stored = (|| -> anyhow::Result<Option<CertificateHead>> {
+    // Ok(Err(state)): a certificate of that name exists.
+    let stored = (|| -> anyhow::Result<Result<CertificateHead, CertificateState>> {
         let store = Store::open()?;
         // TODO: Two creates of one name at the same moment can both pass this check; remove
         // when the head is written with wasi:keyvalue/atomics compare-and-swap.
-        if store.exists(&records::certificate_key(&body.namespace, &body.name))? {
-            return Ok(None);
+        if let Some(existing) = store.get::<CertificateHead>(&records::certificate_key(&body.namespace, &body.name))? {
+            return Ok(Err(existing.state));
         }
         let content = Content::from_upload(&upload, body.mtls);
-        write_version(&store, None, &body.namespace, &body.name, content, body.clusters.clone(), role, now, None).map(Some)
+        write_version(&store, None, &body.namespace, &body.name, content, body.clusters.clone(), role, now, None).map(Ok)
     })();
     match stored {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+        Ok(Ok(_)) => {}
+        Ok(Err(CertificateState::Deleting)) => return deleting(&body.namespace, &body.name),
+        Ok(Err(CertificateState::Active)) => {
             return error_response(
                 409,
                 "certificate_exists",
@@ -193,9 +195,15 @@ pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str
         mtls: version.mtls,
         allow_expired: body.allow_expired,
     };
-    let upload = match validate_input(&input, namespace, name, now) {
+    // The stored content passed every check once; what can fail now is its dates, which the
+    // request controls through `version` and `allow_expired`.
+    let upload = match validate::validate_upload(&input, now, warning_days()) {
         Ok(upload) => upload,
-        Err(response) => return response,
+        Err(error) => {
+            tracing::warn!(namespace = %namespace, name = %name, version = body.version, code = error.code(), "rollback rejected");
+            let message = format!("version {} cannot be restored: {error}", body.version);
+            return error_response(422, error.code(), &message, Some("version"));
+        }
     };
 
     let content = Content::from_upload(&upload, version.mtls);
@@ -269,6 +277,9 @@ pub async fn delete(request: &Request, namespace: &str, name: &str) -> Response 
 /// `GET /api/v1/certificates`, with optional `namespace` and `status` filters, sorted by
 /// namespace and name, one page of `limit` at a time from `cursor`.
 pub fn list(request: &Request) -> Response {
+    if let Err(response) = reject_unknown_parameters(request, &["namespace", "status", "limit", "cursor"]) {
+        return response;
+    }
     let namespace = query_parameter(request, "namespace");
     let status = query_parameter(request, "status");
     if let Some(status) = status.as_deref().filter(|status| !matches!(*status, "valid" | "expiring" | "expired")) {
@@ -279,6 +290,12 @@ pub fn list(request: &Request) -> Response {
         Err(message) => return error_response(400, "invalid_limit", &message, Some("limit")),
     };
     let cursor = query_parameter(request, "cursor");
+    if let Some(cursor) = &cursor {
+        let valid = cursor.split_once('/').is_some_and(|(namespace, name)| names::check_dns1123_label(namespace).is_ok() && names::check_dns1123_subdomain(name).is_ok());
+        if !valid {
+            return error_response(400, "invalid_cursor", "cursor is not one this endpoint returned (namespace/name): start again without it", Some("cursor"));
+        }
+    }
     let now = now();
     let warning_days = warning_days();
 
@@ -489,12 +506,7 @@ fn writable_head(request: &Request, namespace: &str, name: &str) -> Result<(Stor
         Err(error) => return Err(internal_error(error)),
     };
     if head.state == CertificateState::Deleting {
-        return Err(error_response(
-            409,
-            "certificate_deleting",
-            &format!("certificate {namespace}/{name} is being deleted; wait until DELETE completes, then create it again"),
-            None,
-        ));
+        return Err(deleting(namespace, name));
     }
     check_if_match(request, &head)?;
     Ok((store, head))
@@ -506,20 +518,32 @@ fn check_if_match(request: &Request, head: &CertificateHead) -> Result<(), Respo
     let Some(expected) = request.header("if-match").and_then(|value| value.as_str()) else {
         return Ok(());
     };
+    // The ETag is the version in quotes; a bare version number is accepted too.
+    let current = head.version.to_string();
     let expected = expected.trim();
-    let current = etag(head.version);
-    if expected == "*" || expected.split(',').any(|tag| tag.trim().trim_start_matches("W/") == current) {
+    if expected == "*" || expected.split(',').any(|tag| tag.trim().trim_start_matches("W/").trim_matches('"') == current) {
         return Ok(());
     }
     Err(error_response(
         412,
         "version_mismatch",
         &format!(
-            "If-Match {expected:?} does not match the current version {current} of {}/{}; GET the certificate again and retry",
+            "If-Match names another version than the current version {current} of {}/{}: GET the certificate again, check the change, and retry with If-Match: \"{current}\"",
             head.namespace, head.name
         ),
         None,
     ))
+}
+
+fn deleting(namespace: &str, name: &str) -> Response {
+    error_response(
+        409,
+        "certificate_deleting",
+        &format!(
+            "certificate {namespace}/{name} is being deleted: a cluster still holds its Secret (see its sync state); DELETE again or resync once the cluster is reachable, then create it again"
+        ),
+        None,
+    )
 }
 
 fn etag(version: u32) -> String {
@@ -625,12 +649,17 @@ pub fn warning_days() -> u32 {
 /// `kept_versions`, or 5 with an error in the log when it is invalid.
 fn kept_versions() -> usize {
     let value = variable("kept_versions").unwrap_or_default();
+    parse_kept_versions(&value).unwrap_or_else(|message| {
+        tracing::error!(error = %message, fallback = records::DEFAULT_KEPT_VERSIONS, "invalid kept_versions");
+        records::DEFAULT_KEPT_VERSIONS
+    })
+}
+
+/// Reads `kept_versions`: a whole number from 1 to 100.
+pub fn parse_kept_versions(value: &str) -> Result<usize, String> {
     match value.trim().parse::<usize>() {
-        Ok(kept) if (1..=100).contains(&kept) => kept,
-        _ => {
-            tracing::error!(value = %value, fallback = records::DEFAULT_KEPT_VERSIONS, "kept_versions is not a whole number from 1 to 100");
-            records::DEFAULT_KEPT_VERSIONS
-        }
+        Ok(kept) if (1..=100).contains(&kept) => Ok(kept),
+        _ => Err(format!("kept_versions {value:?} is not a whole number from 1 to 100")),
     }
 }
 
@@ -648,7 +677,7 @@ fn check_names(namespace: &str, name: &str) -> Result<(), Response> {
         return Err(error_response(
             422,
             "invalid_namespace",
-            &format!("namespace {namespace:?} is not a valid Kubernetes namespace: it {rule}"),
+            &format!("namespace {} is not a valid Kubernetes namespace: it {rule}", names::describe_for_message(namespace)),
             Some("namespace"),
         ));
     }
@@ -656,7 +685,7 @@ fn check_names(namespace: &str, name: &str) -> Result<(), Response> {
         return Err(error_response(
             422,
             "invalid_name",
-            &format!("name {name:?} is not a valid Kubernetes Secret name: it {rule}"),
+            &format!("name {} is not a valid Kubernetes Secret name: it {rule}", names::describe_for_message(name)),
             Some("name"),
         ));
     }

@@ -4,6 +4,7 @@ use meshcert_core::api::{ClusterView, CreateClusterRequest, SyncScope};
 use meshcert_core::names;
 use meshcert_core::pem_blocks;
 use meshcert_core::records::{self, ClusterRecord};
+use meshcert_core::secret::SecretString;
 use meshcert_core::selector::{check_label_key, check_label_value};
 use meshcert_core::validate::Field;
 use meshcert_spin::{cipher, error_response, json_response, now, Store};
@@ -35,7 +36,7 @@ pub async fn create(request: &Request) -> Response {
             id: body.id.clone(),
             display_name: body.display_name.clone(),
             api_server: body.api_server.trim_end_matches('/').to_string(),
-            token: cipher()?.seal(&body.token, &key)?,
+            token: cipher()?.seal(&SecretString::new(body.token.expose().trim()), &key)?,
             ca_bundle: body.ca_bundle.clone(),
             labels: body.labels.clone(),
             created_at: now(),
@@ -101,14 +102,16 @@ fn view(record: &ClusterRecord) -> ClusterView {
 
 fn check(body: &CreateClusterRequest) -> Result<(), Response> {
     if let Err(rule) = names::check_dns1123_label(&body.id) {
-        return Err(error_response(422, "invalid_cluster_id", &format!("cluster id {:?} is not a DNS-1123 label: it {rule}", body.id), Some("id")));
+        let id = names::describe_for_message(&body.id);
+        return Err(error_response(422, "invalid_cluster_id", &format!("cluster id {id} is not a DNS-1123 label: it {rule}"), Some("id")));
     }
 
+    // A value that is not a URL may be the token pasted into the wrong field, so it is not quoted.
     let url = url::Url::parse(&body.api_server).map_err(|error| {
         error_response(
             422,
             "invalid_api_server",
-            &format!("api_server {:?} is not a URL ({error}); use the API server's base URL, such as https://10.0.0.1:6443", body.api_server),
+            &format!("api_server is not a URL ({error}); use the API server's base URL, such as https://10.0.0.1:6443"),
             Some("api_server"),
         )
     })?;
@@ -141,6 +144,16 @@ fn check(body: &CreateClusterRequest) -> Result<(), Response> {
 
     if body.token.expose().trim().is_empty() {
         return Err(error_response(422, "missing_token", "token is empty: paste the bearer token of meshcert's ServiceAccount in this cluster", Some("token")));
+    }
+    // The token travels in an Authorization header, which cannot carry control characters such as
+    // a line break left over from copying it.
+    if let Some(position) = body.token.expose().trim().chars().position(|c| c.is_control() || !c.is_ascii()) {
+        return Err(error_response(
+            422,
+            "invalid_token",
+            &format!("token has a character at position {} that an HTTP header cannot carry (a line break or other control or non-ASCII character): paste the token as one line", position + 1),
+            Some("token"),
+        ));
     }
 
     if let Some(bundle) = &body.ca_bundle {

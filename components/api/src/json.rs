@@ -55,9 +55,22 @@ fn describe(error: &serde_json::Error, path: &str) -> (String, Option<String>) {
     // from this endpoint's schema, while everything before it may quote the request.
     let expected = text.rsplit_once(", expected ").map(|(_, expected)| strip_location(expected));
     let subject = field.as_deref().map_or_else(|| "a value".to_string(), |field| format!("field {field:?}"));
-    match expected {
+    match expected.as_deref().map(plain_type) {
         Some(expected) => (format!("{subject} has the wrong type or value at {location}: expected {expected}"), field),
         None => (format!("{subject} is not valid for this endpoint at {location}"), field),
+    }
+}
+
+/// Rewrites serde's Rust type names (`struct X with 6 elements`, `u32`) in the words of JSON.
+fn plain_type(expected: &str) -> String {
+    if expected.starts_with("struct ") || expected.starts_with("a map") {
+        return "a JSON object".into();
+    }
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "bool" => "a boolean".into(),
+        other => other.into(),
     }
 }
 
@@ -79,4 +92,21 @@ pub fn query_parameter(request: &Request, name: &str) -> Option<String> {
     url::form_urlencoded::parse(request.query().as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+/// Rejects query parameters that the endpoint does not know, so that a misspelled filter is an
+/// error instead of an unfiltered list.
+pub fn reject_unknown_parameters(request: &Request, known: &[&str]) -> Result<(), Response> {
+    for (name, _) in url::form_urlencoded::parse(request.query().as_bytes()) {
+        if !known.contains(&name.as_ref()) {
+            let quoted = if is_safe_name(&name) { format!("{name:?}") } else { "with an unusual name".to_string() };
+            return Err(error_response(
+                400,
+                "unknown_parameter",
+                &format!("query parameter {quoted} is not known here; this endpoint accepts {}", known.join(", ")),
+                is_safe_name(&name).then_some(name.as_ref()),
+            ));
+        }
+    }
+    Ok(())
 }

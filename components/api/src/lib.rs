@@ -35,8 +35,9 @@ async fn handle(request: Request) -> Response {
 
     let (response, role) = route(&request, &method).await;
 
-    // Every write is audited, whether it was done or refused.
-    if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+    // Every write with a valid token is audited, whether it was done or refused. Requests without
+    // one are only logged: anyone who reaches the port could otherwise fill the store.
+    if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && role.is_some() {
         audit::record(&method, &path, role, &response);
     }
     tracing::info!(method = %method, path = %path, status = *response.status(), "request finished");
@@ -114,8 +115,16 @@ fn health() -> Response {
             problems.push(format!("{name} is not set: set SPIN_VARIABLE_{}", name.to_uppercase()));
         }
     }
-    if let Err(error) = meshcert_spin::cipher() {
-        problems.push(format!("{error:#}"));
+    match meshcert_spin::cipher() {
+        Ok(cipher) => problems.extend(sealed_records_problem(&cipher)),
+        Err(error) => problems.push(format!("{error:#}")),
+    }
+    let warning_days = meshcert_spin::variable("expiry_warning_days").unwrap_or_default();
+    if let Err(message) = meshcert_core::expiry::parse_warning_days(&warning_days) {
+        problems.push(format!("expiry_warning_days is invalid ({message}); 30 is used until it is fixed"));
+    }
+    if let Err(message) = certificates::parse_kept_versions(&meshcert_spin::variable("kept_versions").unwrap_or_default()) {
+        problems.push(format!("{message}; 5 is used until it is fixed"));
     }
 
     if problems.is_empty() {
@@ -123,6 +132,24 @@ fn health() -> Response {
     }
     tracing::error!(problems = ?problems, "configuration is not usable");
     json_response(503, &serde_json::json!({ "status": "misconfigured", "problems": problems }))
+}
+
+/// Opens one stored cluster token and the newest stored private key, so that a changed
+/// `encryption_key` without `encryption_key_previous` shows here, not as failed syncs.
+fn sealed_records_problem(cipher: &meshcert_core::crypto::Cipher) -> Option<String> {
+    use meshcert_core::records::{CertificateVersion, ClusterRecord, StoreKey};
+
+    let store = meshcert_spin::Store::open().ok()?;
+    let cluster_key = store.keys("cluster/").ok()?.into_iter().next();
+    let sealed = match cluster_key {
+        Some(key) => store.get::<ClusterRecord>(&key).ok()?.map(|record| (key, record.token)),
+        None => {
+            let key = store.keys("cert/").ok()?.into_iter().find(|key| matches!(StoreKey::parse(key), Some(StoreKey::CertificateVersion { .. })))?;
+            store.get::<CertificateVersion>(&key).ok()?.map(|version| (key, version.private_key))
+        }
+    };
+    let (key, sealed) = sealed?;
+    cipher.open(&sealed, &key).err().map(|error| format!("stored record {key:?} cannot be decrypted ({error}): set encryption_key_previous to the key it was written with"))
 }
 
 fn method_not_allowed(path: &str, allowed: &str) -> Response {

@@ -27,9 +27,15 @@ pub enum Route {
     EncryptionReseal,
 }
 
-/// Every route: its path template, in OpenAPI's `{parameter}` form, the methods it accepts
-/// (HEAD is accepted wherever GET is) and the audit action of each write method.
-pub const ROUTES: &[(&str, Route, &[(&str, Option<&str>)])] = &[
+/// A method a route accepts, with the audit action when the method writes.
+pub type MethodEntry = (&'static str, Option<&'static str>);
+
+/// A route: its path template, in OpenAPI's `{parameter}` form, and its methods.
+pub type RouteEntry = (&'static str, Route, &'static [MethodEntry]);
+
+/// Every route, with the methods it accepts (HEAD is accepted wherever GET is) and the audit
+/// action of each write method.
+pub const ROUTES: &[RouteEntry] = &[
     ("/healthz", Route::Health, &[("GET", None)]),
     ("/api/v1/openapi.json", Route::OpenApi, &[("GET", None)]),
     ("/api/v1/certificates", Route::Certificates, &[("GET", None), ("POST", Some("certificate.create"))]),
@@ -55,7 +61,7 @@ pub struct Matched<'a> {
     /// The values of the template's parameters, in order.
     pub parameters: Vec<&'a str>,
     /// The methods the route accepts.
-    pub methods: &'static [(&'static str, Option<&'static str>)],
+    pub methods: &'static [MethodEntry],
 }
 
 impl Matched<'_> {

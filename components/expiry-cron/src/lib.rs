@@ -80,8 +80,8 @@ struct ScanCounts {
 ///
 /// The day record is written before its entry keys are deleted, and folding is idempotent, so a
 /// failure in between only leaves work for the next run.
-// TODO: Two scans running at once (two replicas) can each fold a day and the later write wins,
-// losing the entries only the other one read; remove when the day record is written with
+// TODO: Two scans running at once (two replicas) can each fold a day, and the later write loses
+// the entries only the other one read. Remove when the day record is written with
 // wasi:keyvalue/atomics compare-and-swap.
 fn compact_audit(now: DateTime<Utc>) -> anyhow::Result<(usize, usize)> {
     let store = Store::open()?;

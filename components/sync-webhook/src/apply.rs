@@ -137,8 +137,8 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
         })
         .collect();
     let applies = targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster).boxed_local());
-    // A certificate being deleted leaves every cluster, whatever its selector says now, since
-    // the selector may have changed after the Secret was applied.
+    // A certificate being deleted leaves every cluster, not only those its selector matches now,
+    // because the selector may have changed after the Secret was applied.
     let deletes = deleting
         .iter()
         .flat_map(|doomed| clusters.iter().map(move |cluster| delete_target(doomed.clone(), cluster.clone()).boxed_local()))
@@ -146,7 +146,7 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     let outcomes: Vec<Outcome> = futures::stream::iter(applies.chain(deletes)).buffer_unordered(concurrency()).collect().await;
 
     let mut report = record(&store, outcomes, started)?;
-    // Only a run over every cluster knows that no cluster holds the Secret any more.
+    // Only a run over every cluster can confirm that no cluster still stores the Secret.
     if cluster_filter.is_none() {
         for doomed in &deleting {
             finish_delete(&store, doomed, &mut report)?;
@@ -167,7 +167,10 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
     };
     let fingerprint = secret.fingerprint();
     let result = match kube::apply_secret_request(&cluster.api_server, &cluster.token, &secret) {
-        Ok(request) => send_apply(request).await,
+        Ok(request) => match check_not_foreign(&certificate, &cluster).await {
+            Ok(()) => send_apply(request).await,
+            Err(error) => Err(error),
+        },
         Err(error) => Err(SyncError { kind: "invalid".into(), message: error.to_string(), status: None }),
     };
 
@@ -190,6 +193,43 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
         version: certificate.version,
         fingerprint,
         result,
+    }
+}
+
+/// The sync error kind of a same-named Secret that meshcert does not manage; recorded as the
+/// state `conflict`.
+const UNMANAGED_SECRET: &str = "unmanaged_secret";
+
+/// Reads the live Secret before an apply, because a forced server-side apply would take over a
+/// same-named Secret that someone else created. A Secret without meshcert's label, or labelled
+/// for another certificate, is left alone and reported as a conflict.
+// TODO: One GET per target doubles the requests of a sync; a LIST per (cluster, namespace) with
+// the managed-by selector, plus a GET only for names missing from it, would cost one.
+async fn check_not_foreign(certificate: &Certificate, cluster: &Cluster) -> Result<(), SyncError> {
+    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, &certificate.namespace, &certificate.name)
+        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
+    let response = send(request).await?;
+    let status = *response.status();
+    if status == 404 {
+        return Ok(());
+    }
+    if status != 200 {
+        return Err(kube::status_error(status, response.body()));
+    }
+    match kube::LiveSecret::parse(response.body()) {
+        Some(live) if live.deletable_for(&certificate.namespace, &certificate.name) => Ok(()),
+        _ => Err(SyncError {
+            kind: UNMANAGED_SECRET.into(),
+            message: format!(
+                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: delete or rename it there, or add that label to let meshcert replace it, then resync",
+                certificate.namespace,
+                certificate.name,
+                cluster.id,
+                kube::MANAGED_BY_LABEL,
+                kube::MANAGED_BY_VALUE
+            ),
+            status: Some(status),
+        }),
     }
 }
 
@@ -265,7 +305,7 @@ async fn send(request: http::Request<Vec<u8>>) -> Result<Response, SyncError> {
     result.map_err(|error| send_error(&url, error))
 }
 
-/// Removes the records of a deleted certificate once no cluster holds its Secret: the versions,
+/// Removes the records of a deleted certificate once no cluster stores its Secret: the versions,
 /// then the sync record, then the head last, so a failure in between leaves the head in state
 /// `deleting` and the next sync finishes the job.
 fn finish_delete(store: &Store, doomed: &Doomed, report: &mut SyncReport) -> anyhow::Result<()> {
@@ -348,7 +388,7 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
                     synced_at: Some(now),
                 },
                 Err(error) => ClusterSyncState {
-                    state: SyncState::Failed,
+                    state: if error.kind == UNMANAGED_SECRET { SyncState::Conflict } else { SyncState::Failed },
                     // The cluster still stores what it last confirmed.
                     version: previous.and_then(|previous| previous.version),
                     fingerprint: previous.and_then(|previous| previous.fingerprint.clone()),
@@ -381,7 +421,7 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
     Ok(report)
 }
 
-/// Records the outcome of removing a Secret: a cluster that no longer holds it leaves the sync
+/// Records the outcome of removing a Secret: a cluster that no longer stores it leaves the sync
 /// record; one that failed stays in state `deleting` with the error, for the next sync to retry.
 fn record_delete(record: &mut SyncRecord, report: &mut SyncReport, namespace: &str, name: &str, outcome: Outcome, now: chrono::DateTime<chrono::Utc>) {
     let state = match outcome.result {

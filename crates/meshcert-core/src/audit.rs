@@ -55,7 +55,7 @@ impl AuditKey {
         }
     }
 
-    /// The UTC day the key belongs to.
+    /// Returns the UTC day the key belongs to.
     pub fn day(&self) -> NaiveDate {
         match self {
             AuditKey::Day(day) | AuditKey::Entry { day, .. } => *day,
@@ -92,8 +92,8 @@ pub fn is_entry_id(id: &str) -> bool {
 /// Builds a fresh entry id for `time` with 8 random hex digits.
 pub fn new_entry_id(time: DateTime<Utc>) -> String {
     let mut nonce = [0u8; 4];
-    // Without randomness two entries of the same nanosecond could share a key; the time alone
-    // still tells nearly every entry apart, so the entry is written anyway.
+    // Without randomness two entries of the same nanosecond could share a key. The time alone
+    // still separates nearly every entry, so the entry is written anyway.
     let _ = getrandom::fill(&mut nonce);
     entry_id(time, &hex::encode(nonce))
 }
@@ -113,7 +113,7 @@ pub fn is_expired(day: NaiveDate, now: DateTime<Utc>) -> bool {
     (now.date_naive() - day).num_days() > RETENTION_DAYS
 }
 
-/// How a write ended.
+/// The outcome of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
@@ -154,11 +154,11 @@ pub struct AuditEntry {
     pub time: DateTime<Utc>,
     /// Role of the token: `admin`, `reader`, or `anonymous` without a valid token.
     pub actor: String,
-    /// What was requested, such as `certificate.create` or `cluster.register`.
+    /// The requested action, such as `certificate.create` or `cluster.register`.
     pub action: String,
-    /// What it concerned, such as `certificate istio-system/web`.
+    /// The object it concerned, such as `certificate istio-system/web`.
     pub target: String,
-    /// How it ended.
+    /// Its outcome.
     pub outcome: AuditOutcome,
     /// HTTP status of the response.
     pub status: u16,

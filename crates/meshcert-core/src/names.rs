@@ -46,9 +46,30 @@ pub fn check_dns1123_subdomain(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Formats a rejected name for an error message. A value made of name characters is quoted
+/// whole. Any other value may be a secret pasted into the wrong field, so it is described by its
+/// length and first foreign character instead.
+pub fn describe_for_message(value: &str) -> String {
+    let name_like = value.len() <= MAX_SUBDOMAIN_LEN && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if name_like {
+        return format!("{value:?}");
+    }
+    match value.chars().enumerate().find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+        Some((index, character)) => format!("(a value of {} characters, with {character:?} at position {})", value.chars().count(), index + 1),
+        None => format!("(a value of {} characters)", value.chars().count()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_quotes_only_name_like_values() {
+        assert_eq!(describe_for_message("shop-tls"), "\"shop-tls\"");
+        assert_eq!(describe_for_message("MIGHAgEAMBMG"), "(a value of 12 characters, with 'M' at position 1)");
+        assert!(!describe_for_message(&"a".repeat(300)).contains("aaa"));
+    }
 
     #[test]
     fn label_accepts_kubernetes_names() {

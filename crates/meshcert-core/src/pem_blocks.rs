@@ -73,10 +73,14 @@ pub fn parse(field: Field, input: &[u8]) -> Result<Vec<PemBlock>, UploadError> {
     let mut blocks = Vec::new();
     let mut lines = text.lines().map(str::trim).enumerate();
     while let Some((line_index, line)) = lines.next() {
+        let position = blocks.len() + 1;
         let Some(label) = boundary_label(line, "BEGIN") else {
+            if line.starts_with("-----BEGIN ") {
+                // The rest of the line may be a private key, so the message never quotes it.
+                return Err(UploadError::MalformedPem { field, position, reason: run_on_reason(line, line_index) });
+            }
             continue;
         };
-        let position = blocks.len() + 1;
 
         let mut headers = Vec::new();
         let mut body = String::new();
@@ -148,10 +152,27 @@ pub fn encode(label: &str, der: &[u8]) -> String {
     pem::encode_config(&block, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
 }
 
+/// Reads the label of a `-----BEGIN LABEL-----` or `-----END LABEL-----` line. Labels are
+/// upper-case words (RFC 7468), so a line that carries more, such as a whole block whose line
+/// breaks were lost, is not a boundary.
 fn boundary_label<'a>(line: &'a str, kind: &str) -> Option<&'a str> {
     let rest = line.strip_prefix("-----")?.strip_prefix(kind)?.strip_prefix(' ')?;
-    let label = rest.strip_suffix("-----")?;
-    Some(label.trim())
+    let label = rest.strip_suffix("-----")?.trim();
+    let plain = !label.is_empty() && label.len() <= 64 && label.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+    plain.then_some(label)
+}
+
+/// Explains a BEGIN line that runs on into the block, without quoting it.
+fn run_on_reason(line: &str, line_index: usize) -> String {
+    let cause = if line.contains("\\n") {
+        "the text contains the two characters \\n where line breaks belong (decode the JSON or shell escaping once more)"
+    } else {
+        "the line breaks were lost (for example by a single-line form field or `echo` without quotes)"
+    };
+    format!(
+        "the BEGIN line on line {} runs on into the rest of the block, because {cause}; upload the PEM text with its line breaks, written as \\n inside a JSON string",
+        line_index + 1
+    )
 }
 
 #[cfg(test)]
@@ -166,6 +187,20 @@ mod tests {
 
     fn code(result: Result<Vec<PemBlock>, UploadError>) -> &'static str {
         result.expect_err("expected an error").code()
+    }
+
+    #[test]
+    fn one_line_block_is_malformed_and_not_quoted() {
+        let one_line = block("PRIVATE KEY").replace('\n', "");
+        let escaped = block("PRIVATE KEY").replace('\n', "\\n");
+
+        for input in [one_line, escaped] {
+            let error = parse(Field::PrivateKey, input.as_bytes()).unwrap_err();
+
+            assert_eq!(error.code(), "malformed_pem", "{input}");
+            assert!(!error.to_string().contains(BODY), "{error}");
+            assert!(error.to_string().contains("line breaks"), "{error}");
+        }
     }
 
     #[test]

@@ -315,7 +315,8 @@ impl SyncState {
 pub struct SyncError {
     /// Stable kind: `unauthorized`, `forbidden`, `namespace_not_found`, `not_found`, `conflict`,
     /// `invalid`, `rate_limited`, `server_error`, `timeout`, `connection_refused`,
-    /// `connection_failed`, `outbound_denied`, `decrypt_failed`, `unexpected_response`.
+    /// `connection_failed`, `tls_failed`, `outbound_denied`, `decrypt_failed`,
+    /// `unexpected_response`, `unmanaged_secret` (recorded as the state `conflict`).
     pub kind: String,
     /// The failure and the fix.
     pub message: String,
