@@ -15,7 +15,9 @@ const SYNC_URL: &str = "http://sync-webhook.spin.internal/hooks/sync";
 ///
 /// When the call fails or sync-webhook responds with an error.
 pub async fn sync(scope: SyncScope) -> anyhow::Result<SyncReport> {
-    let body = serde_json::to_vec(&SyncRequest { scope: Some(scope), dry_run: false })?;
+    // The nonce keeps two identical calls in one second apart, since each signature is accepted once.
+    let nonce = meshcert_core::audit::new_entry_id(now());
+    let body = serde_json::to_vec(&SyncRequest { scope: Some(scope), dry_run: false, nonce: Some(nonce) })?;
     let secret = secret_variable("webhook_secret")?;
     let request = signed_hook_request(SYNC_URL, body, &secret, now().timestamp());
 

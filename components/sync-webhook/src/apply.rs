@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use futures::{FutureExt as _, StreamExt as _};
 use meshcert_core::api::{SyncReport, SyncRequest, SyncScope, TargetReport};
-use meshcert_core::kube::{self, ApplyOutcome, TlsSecret};
+use meshcert_core::kube::{self, ApplyOutcome, PlannedAction, TlsSecret};
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncError, SyncRecord, SyncState};
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
@@ -54,6 +54,8 @@ struct Outcome {
     cluster: String,
     version: u32,
     fingerprint: String,
+    /// The action taken, or with `dry_run` planned.
+    action: Option<PlannedAction>,
     result: Result<Option<String>, SyncError>,
 }
 
@@ -136,15 +138,21 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
                 .map(move |cluster| (certificate.clone(), cluster.clone()))
         })
         .collect();
-    let applies = targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster).boxed_local());
+    let dry_run = request.dry_run;
+    let applies = targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster, dry_run).boxed_local());
     // A certificate being deleted leaves every cluster, not only those its selector matches now,
     // because the selector may have changed after the Secret was applied.
     let deletes = deleting
         .iter()
-        .flat_map(|doomed| clusters.iter().map(move |cluster| delete_target(doomed.clone(), cluster.clone()).boxed_local()))
+        .flat_map(|doomed| clusters.iter().map(move |cluster| delete_target(doomed.clone(), cluster.clone(), dry_run).boxed_local()))
         .collect::<Vec<_>>();
     let outcomes: Vec<Outcome> = futures::stream::iter(applies.chain(deletes)).buffer_unordered(concurrency()).collect().await;
 
+    if dry_run {
+        let report = plan_report(outcomes, started);
+        crate::log_summary(&report);
+        return Ok(report);
+    }
     let mut report = record(&store, outcomes, started)?;
     // Only a run over every cluster can confirm that no cluster still stores the Secret.
     if cluster_filter.is_none() {
@@ -156,7 +164,10 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     Ok(report)
 }
 
-async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> Outcome {
+/// Reads the live Secret, plans the action and, unless `dry_run`, takes it. A missing, outdated
+/// or drifted Secret is applied, an unchanged one gets no request, and a Secret that meshcert does
+/// not manage is left alone as a conflict.
+async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>, dry_run: bool) -> Outcome {
     let secret = TlsSecret {
         namespace: &certificate.namespace,
         name: &certificate.name,
@@ -166,16 +177,10 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
         version: certificate.version,
     };
     let fingerprint = secret.fingerprint();
-    let result = match kube::apply_secret_request(&cluster.api_server, &cluster.token, &secret) {
-        Ok(request) => match check_not_foreign(&certificate, &cluster).await {
-            Ok(()) => send_apply(request).await,
-            Err(error) => Err(error),
-        },
-        Err(error) => Err(SyncError { kind: "invalid".into(), message: error.to_string(), status: None }),
-    };
+    let result = plan_and_apply(&certificate, &cluster, &secret, &fingerprint, dry_run).await;
 
     match &result {
-        Ok(_) => tracing::debug!(namespace = %certificate.namespace, name = %certificate.name, cluster = %cluster.id, "Secret applied"),
+        Ok((action, _)) => tracing::debug!(namespace = %certificate.namespace, name = %certificate.name, cluster = %cluster.id, action = ?action, dry_run, "Secret checked"),
         Err(error) => tracing::warn!(
             namespace = %certificate.namespace,
             name = %certificate.name,
@@ -192,7 +197,8 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
         cluster: cluster.id.clone(),
         version: certificate.version,
         fingerprint,
-        result,
+        action: result.as_ref().ok().map(|(action, _)| *action).or_else(|| result.as_ref().err().filter(|error| error.kind == UNMANAGED_SECRET).map(|_| PlannedAction::Conflict)),
+        result: result.map(|(_, resource_version)| resource_version),
     }
 }
 
@@ -200,25 +206,24 @@ async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>) -> O
 /// state `conflict`.
 const UNMANAGED_SECRET: &str = "unmanaged_secret";
 
-/// Reads the live Secret before an apply, because a forced server-side apply would take over a
-/// same-named Secret that someone else created. A Secret without meshcert's label, or labelled
-/// for another certificate, is left alone and reported as a conflict.
-// TODO: One GET per target doubles the requests of a sync; a LIST per (cluster, namespace) with
-// the managed-by selector, plus a GET only for names missing from it, would cost one.
-async fn check_not_foreign(certificate: &Certificate, cluster: &Cluster) -> Result<(), SyncError> {
-    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, &certificate.namespace, &certificate.name)
-        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
-    let response = send(request).await?;
-    let status = *response.status();
-    if status == 404 {
-        return Ok(());
+async fn plan_and_apply(
+    certificate: &Certificate,
+    cluster: &Cluster,
+    secret: &TlsSecret<'_>,
+    fingerprint: &str,
+    dry_run: bool,
+) -> Result<(PlannedAction, Option<String>), SyncError> {
+    // TODO: One GET per target doubles the requests of a sync that changes everything. A LIST per
+    // (cluster, namespace) with the managed-by selector, plus a GET only for names missing from
+    // it, would cost one.
+    let live = read_live(cluster, &certificate.namespace, &certificate.name).await?;
+    let action = kube::plan_apply(live.as_ref(), &certificate.namespace, &certificate.name, certificate.version, fingerprint);
+    if dry_run {
+        return Ok((action, None));
     }
-    if status != 200 {
-        return Err(kube::status_error(status, response.body()));
-    }
-    match kube::LiveSecret::parse(response.body()) {
-        Some(live) if live.deletable_for(&certificate.namespace, &certificate.name) => Ok(()),
-        _ => Err(SyncError {
+
+    match action {
+        PlannedAction::Conflict => Err(SyncError {
             kind: UNMANAGED_SECRET.into(),
             message: format!(
                 "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: delete or rename it there, or add that label to let meshcert replace it, then resync",
@@ -228,16 +233,41 @@ async fn check_not_foreign(certificate: &Certificate, cluster: &Cluster) -> Resu
                 kube::MANAGED_BY_LABEL,
                 kube::MANAGED_BY_VALUE
             ),
-            status: Some(status),
+            status: Some(200),
         }),
+        PlannedAction::Unchanged => Ok((action, live.and_then(|live| live.resource_version))),
+        _ => {
+            let request = kube::apply_secret_request(&cluster.api_server, &cluster.token, secret)
+                .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
+            send_apply(request).await.map(|resource_version| (action, resource_version))
+        }
     }
+}
+
+/// Reads a Secret; `None` when the cluster has none of that name.
+async fn read_live(cluster: &Cluster, namespace: &str, name: &str) -> Result<Option<kube::LiveSecret>, SyncError> {
+    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, namespace, name)
+        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
+    let response = send(request).await?;
+    let status = *response.status();
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        return Err(kube::status_error(status, response.body()));
+    }
+    kube::LiveSecret::parse(response.body()).map(Some).ok_or_else(|| SyncError {
+        kind: "unexpected_response".into(),
+        message: "the API server returned a Secret that is not valid JSON".into(),
+        status: Some(status),
+    })
 }
 
 /// Removes the Secret of a deleted certificate from one cluster, but only when meshcert manages
 /// it: a GET reads the live Secret, and the DELETE carries its resourceVersion as a precondition,
 /// so a Secret replaced in between by someone else is kept.
-async fn delete_target(doomed: Arc<Doomed>, cluster: Arc<Cluster>) -> Outcome {
-    let result = delete_secret(&doomed, &cluster).await;
+async fn delete_target(doomed: Arc<Doomed>, cluster: Arc<Cluster>, dry_run: bool) -> Outcome {
+    let result = delete_secret(&doomed, &cluster, dry_run).await;
     match &result {
         Ok(_) => tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret removed"),
         Err(error) => tracing::warn!(
@@ -256,37 +286,30 @@ async fn delete_target(doomed: Arc<Doomed>, cluster: Arc<Cluster>) -> Outcome {
         cluster: cluster.id.clone(),
         version: 0,
         fingerprint: String::new(),
+        action: result.as_ref().ok().copied(),
         result: result.map(|_| None),
     }
 }
 
-async fn delete_secret(doomed: &Doomed, cluster: &Cluster) -> Result<(), SyncError> {
-    let invalid = |error: kube::RequestError| SyncError { kind: "invalid".into(), message: error.to_string(), status: None };
-
-    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name).map_err(invalid)?;
-    let response = send(request).await?;
-    let status = *response.status();
-    if status == 404 {
-        return Ok(());
-    }
-    if status != 200 {
-        return Err(kube::status_error(status, response.body()));
-    }
-    let Some(live) = kube::LiveSecret::parse(response.body()) else {
-        return Err(SyncError { kind: "unexpected_response".into(), message: "the API server returned a Secret that is not valid JSON".into(), status: Some(status) });
+async fn delete_secret(doomed: &Doomed, cluster: &Cluster, dry_run: bool) -> Result<PlannedAction, SyncError> {
+    let Some(live) = read_live(cluster, &doomed.namespace, &doomed.name).await? else {
+        return Ok(PlannedAction::Absent);
     };
     if !live.deletable_for(&doomed.namespace, &doomed.name) {
         // Not ours: it was there before meshcert, or someone replaced it. Never deleted.
         tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret not managed by meshcert kept");
-        return Ok(());
+        return Ok(PlannedAction::Absent);
+    }
+    if dry_run {
+        return Ok(PlannedAction::Delete);
     }
 
     let resource_version = live.resource_version.unwrap_or_default();
-    let request =
-        kube::delete_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name, &resource_version).map_err(invalid)?;
+    let request = kube::delete_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name, &resource_version)
+        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
     let response = send(request).await?;
     match *response.status() {
-        200..=299 | 404 => Ok(()),
+        200..=299 | 404 => Ok(PlannedAction::Delete),
         status => Err(kube::status_error(status, response.body())),
     }
 }
@@ -399,9 +422,14 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
                     synced_at: previous.and_then(|previous| previous.synced_at),
                 },
             };
-            match &outcome.result {
-                Ok(_) => report.applied += 1,
-                Err(_) => report.failed += 1,
+            match (&outcome.result, outcome.action) {
+                (Ok(_), Some(PlannedAction::Unchanged)) => report.unchanged += 1,
+                (Ok(_), Some(PlannedAction::Drifted)) => {
+                    report.drifted += 1;
+                    report.applied += 1;
+                }
+                (Ok(_), _) => report.applied += 1,
+                (Err(_), _) => report.failed += 1,
             }
             report.targets.push(TargetReport {
                 certificate: format!("{namespace}/{name}"),
@@ -409,6 +437,7 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
                 state: state.state,
                 version: Some(outcome.version),
                 attempts: state.attempts,
+                action: outcome.action,
                 error: state.last_error.clone(),
             });
             record.clusters.insert(outcome.cluster, state);
@@ -419,6 +448,43 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
     report.targets.sort_by(|a, b| (&a.certificate, &a.cluster).cmp(&(&b.certificate, &b.cluster)));
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Builds the report of a dry run: each target with the action it would get and the state that
+/// would follow. Nothing is recorded.
+fn plan_report(outcomes: Vec<Outcome>, started: Instant) -> SyncReport {
+    let mut report = SyncReport { dry_run: true, ..SyncReport::default() };
+    for outcome in outcomes {
+        let (state, error) = match (&outcome.result, outcome.action) {
+            (Err(error), _) => (SyncState::Failed, Some(error.clone())),
+            (Ok(_), Some(PlannedAction::Conflict)) => (SyncState::Conflict, None),
+            (Ok(_), Some(PlannedAction::Delete | PlannedAction::Absent)) => (SyncState::Deleted, None),
+            (Ok(_), _) => (SyncState::Synced, None),
+        };
+        match (state, outcome.action) {
+            (SyncState::Failed, _) => report.failed += 1,
+            (_, Some(PlannedAction::Unchanged)) => report.unchanged += 1,
+            (_, Some(PlannedAction::Drifted)) => {
+                report.drifted += 1;
+                report.applied += 1;
+            }
+            (_, Some(PlannedAction::Delete)) => report.removed += 1,
+            (_, Some(PlannedAction::Create | PlannedAction::Update)) => report.applied += 1,
+            _ => {}
+        }
+        report.targets.push(TargetReport {
+            certificate: format!("{}/{}", outcome.namespace, outcome.name),
+            cluster: outcome.cluster,
+            state,
+            version: (!outcome.delete).then_some(outcome.version),
+            attempts: 1,
+            action: outcome.action,
+            error,
+        });
+    }
+    report.targets.sort_by(|a, b| (&a.certificate, &a.cluster).cmp(&(&b.certificate, &b.cluster)));
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
 }
 
 /// Records the outcome of removing a Secret: a cluster that no longer stores it leaves the sync
@@ -453,6 +519,7 @@ fn record_delete(record: &mut SyncRecord, report: &mut SyncReport, namespace: &s
         state,
         version: None,
         attempts: 1,
+        action: outcome.action,
         error: record.clusters.get(&outcome.cluster).and_then(|state| state.last_error.clone()),
     });
 }

@@ -57,6 +57,22 @@ async fn sync(request: Request) -> Response {
         tracing::warn!(error = %error, "hook call with an invalid signature rejected");
         return error_response(401, "invalid_signature", &error.to_string(), None);
     }
+    match record_signature(header(signing::SIGNATURE_HEADER).unwrap_or_default()) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("hook call with a signature already used rejected");
+            return error_response(
+                401,
+                "replayed_signature",
+                "this signature was already used in the last 5 minutes: sign each call anew, with a fresh timestamp or a \"nonce\" field in the body",
+                None,
+            );
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "failed to record the hook signature");
+            return error_response(500, "internal_error", &format!("{error:#}"), None);
+        }
+    }
 
     let sync_request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SyncRequest::default()
@@ -74,12 +90,6 @@ async fn sync(request: Request) -> Response {
         }
     };
 
-    if sync_request.dry_run {
-        // TODO: Return the plan (create, update, delete, unchanged, conflict per target) without
-        // applying it; remove when sync reads the clusters' live Secrets.
-        return error_response(501, "dry_run_not_supported", "dry_run is not supported yet: send the request without it to apply", Some("dry_run"));
-    }
-
     if let Some(response) = missing_scope(sync_request.scope.as_ref()) {
         return response;
     }
@@ -91,6 +101,20 @@ async fn sync(request: Request) -> Response {
             error_response(500, "sync_failed", &format!("{error:#}"), None)
         }
     }
+}
+
+/// Records a verified signature; `false` when it was already seen in the timestamp window.
+// TODO: Two calls at the same moment can each read the record and write it back, and the later
+// write drops the other's signature, so a replay of it would pass; remove when the record is
+// written with wasi:keyvalue/atomics compare-and-swap.
+fn record_signature(signature: &str) -> anyhow::Result<bool> {
+    let store = Store::open()?;
+    let mut seen: signing::SeenSignatures = store.get(signing::SEEN_SIGNATURES_KEY)?.unwrap_or_default();
+    if !seen.record(signature, now().timestamp()) {
+        return Ok(false);
+    }
+    store.set(signing::SEEN_SIGNATURES_KEY, &seen)?;
+    Ok(true)
 }
 
 /// Returns a 404 response when the scope names a certificate or cluster that does not exist, so
@@ -120,6 +144,10 @@ fn log_summary(report: &SyncReport) {
     tracing::info!(
         targets = report.targets.len(),
         applied = report.applied,
+        unchanged = report.unchanged,
+        drifted = report.drifted,
+        removed = report.removed,
+        dry_run = report.dry_run,
         failed = report.failed,
         duration_ms = report.duration_ms,
         "sync finished"

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertKind, AlertMember};
+use crate::kube::PlannedAction;
 use crate::records::{ClusterSyncState, SyncError, SyncState, VersionEntry};
 use crate::secret::SecretString;
 use crate::validate::{UploadSummary, Warning};
@@ -248,6 +249,10 @@ pub struct SyncRequest {
     /// Report the plan and change nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Any unique value, so that two identical requests in the same second have different
+    /// signatures: a signature is accepted only once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The scope of a sync.
@@ -274,6 +279,9 @@ pub struct TargetReport {
     pub version: Option<u32>,
     /// Attempts made.
     pub attempts: u32,
+    /// What the sync did, or with `dry_run` would do, decided from the live Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<PlannedAction>,
     /// The error, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<SyncError>,
@@ -282,10 +290,19 @@ pub struct TargetReport {
 /// The response of `POST /hooks/sync`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncReport {
+    /// Whether this is a plan only: nothing was applied, deleted or recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// One entry per target.
     pub targets: Vec<TargetReport>,
     /// Targets applied.
     pub applied: usize,
+    /// Targets already holding the current content, to which nothing was sent.
+    #[serde(default)]
+    pub unchanged: usize,
+    /// Targets whose Secret was edited in the cluster and was applied again.
+    #[serde(default)]
+    pub drifted: usize,
     /// Targets that failed.
     pub failed: usize,
     /// Targets whose Secret was removed because the certificate is being deleted.

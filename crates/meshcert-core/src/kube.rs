@@ -182,7 +182,8 @@ pub fn delete_secret_request(
         .map_err(|error| RequestError::Http(error.to_string()))
 }
 
-/// What meshcert needs to know of a live Secret: whose it is and which revision it is.
+/// The facts meshcert reads from a live Secret: its owner, its revision, and whether its content
+/// is what meshcert last applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveSecret {
     /// `metadata.resourceVersion`.
@@ -191,6 +192,13 @@ pub struct LiveSecret {
     pub managed: bool,
     /// The `meshcert.io/certificate` annotation: `namespace/name` of the certificate it holds.
     pub certificate: Option<String>,
+    /// The `meshcert.io/version` annotation.
+    pub version: Option<u32>,
+    /// The `meshcert.io/fingerprint` annotation: the content meshcert applied.
+    pub fingerprint: Option<String>,
+    /// The fingerprint of its current content, computed as [`content_fingerprint`] does;
+    /// `None` when `tls.crt` or `tls.key` is missing or not UTF-8.
+    pub data_fingerprint: Option<String>,
 }
 
 impl LiveSecret {
@@ -198,10 +206,14 @@ impl LiveSecret {
     pub fn parse(body: &[u8]) -> Option<Self> {
         let secret: Value = serde_json::from_slice(body).ok()?;
         let metadata = secret.get("metadata")?;
+        let annotation = |name: &str| metadata["annotations"][name].as_str().map(str::to_string);
         Some(Self {
             resource_version: metadata["resourceVersion"].as_str().map(str::to_string),
             managed: metadata["labels"][MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY_VALUE),
-            certificate: metadata["annotations"][CERTIFICATE_ANNOTATION].as_str().map(str::to_string),
+            certificate: annotation(CERTIFICATE_ANNOTATION),
+            version: annotation(VERSION_ANNOTATION).and_then(|version| version.parse().ok()),
+            fingerprint: annotation(FINGERPRINT_ANNOTATION),
+            data_fingerprint: data_fingerprint(&secret["data"]),
         })
     }
 
@@ -209,6 +221,60 @@ impl LiveSecret {
     /// meshcert's label, and its certificate annotation, when present, names this certificate.
     pub fn deletable_for(&self, namespace: &str, name: &str) -> bool {
         self.managed && self.certificate.as_deref().is_none_or(|certificate| certificate == format!("{namespace}/{name}"))
+    }
+}
+
+/// Fingerprints the `tls.crt`, `tls.key` and `ca.crt` entries of a live Secret's `data`.
+fn data_fingerprint(data: &Value) -> Option<String> {
+    let entry = |name: &str| -> Option<String> {
+        let encoded = data.get(name)?.as_str()?;
+        String::from_utf8(BASE64.decode(encoded).ok()?).ok()
+    };
+    let key = SecretString::new(entry("tls.key")?);
+    Some(content_fingerprint(&entry("tls.crt")?, &key, entry("ca.crt").as_deref()))
+}
+
+/// The action of a sync on one (certificate, cluster) target, decided from the live Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedAction {
+    /// No Secret of that name: apply creates it.
+    Create,
+    /// meshcert's Secret contains another version: apply replaces it.
+    Update,
+    /// meshcert's Secret contains this version, untouched: nothing to send.
+    Unchanged,
+    /// meshcert's Secret claims this version but its data was edited in the cluster: apply repairs it.
+    Drifted,
+    /// A Secret of that name that meshcert does not manage: left alone.
+    Conflict,
+    /// The certificate is being deleted and meshcert's Secret is there: it is removed.
+    Delete,
+    /// The certificate is being deleted and no Secret of meshcert's is there: nothing to do.
+    Absent,
+}
+
+impl PlannedAction {
+    /// Returns whether the action sends a server-side apply.
+    pub fn applies(self) -> bool {
+        matches!(self, PlannedAction::Create | PlannedAction::Update | PlannedAction::Drifted)
+    }
+}
+
+/// Decides what to do with the Secret of certificate `namespace/name` at `version`, whose content
+/// has the fingerprint `fingerprint`, given the live Secret (`None` when the cluster has none).
+pub fn plan_apply(live: Option<&LiveSecret>, namespace: &str, name: &str, version: u32, fingerprint: &str) -> PlannedAction {
+    let Some(live) = live else {
+        return PlannedAction::Create;
+    };
+    if !live.deletable_for(namespace, name) {
+        return PlannedAction::Conflict;
+    }
+    let claims_this_version = live.version == Some(version) && live.fingerprint.as_deref() == Some(fingerprint);
+    match (claims_this_version, live.data_fingerprint.as_deref() == Some(fingerprint)) {
+        (true, true) => PlannedAction::Unchanged,
+        (true, false) => PlannedAction::Drifted,
+        (false, _) => PlannedAction::Update,
     }
 }
 
@@ -340,6 +406,27 @@ mod tests {
         assert!(!LiveSecret::parse(unmanaged.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
         assert!(!LiveSecret::parse(other.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
         assert_eq!(LiveSecret::parse(b"not json"), None);
+    }
+
+    #[test]
+    fn plan_compares_live_content() {
+        let key = SecretString::new("KEY");
+        let ours = secret(&key);
+        let fingerprint = ours.fingerprint();
+        let mut manifest = ours.manifest();
+        let live = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
+
+        assert_eq!(plan_apply(None, "istio-system", "web", 2, &fingerprint), PlannedAction::Create);
+        assert_eq!(plan_apply(Some(&live), "istio-system", "web", 2, &fingerprint), PlannedAction::Unchanged);
+        assert_eq!(plan_apply(Some(&live), "istio-system", "web", 3, "other"), PlannedAction::Update);
+
+        manifest["data"]["tls.crt"] = BASE64.encode("EDITED").into();
+        let edited = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
+        assert_eq!(plan_apply(Some(&edited), "istio-system", "web", 2, &fingerprint), PlannedAction::Drifted);
+
+        manifest["metadata"]["labels"] = json!({});
+        let foreign = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
+        assert_eq!(plan_apply(Some(&foreign), "istio-system", "web", 2, &fingerprint), PlannedAction::Conflict);
     }
 
     #[test]

@@ -79,9 +79,44 @@ fn new_mac(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
 
+/// Key of the record of recently seen signatures.
+pub const SEEN_SIGNATURES_KEY: &str = "hooks/seen-signatures";
+
+/// Signatures accepted in the last [`MAX_CLOCK_SKEW_SECONDS`], with the time each was seen, so
+/// that a captured request cannot be sent again while its timestamp is still accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeenSignatures {
+    /// Signature header value to the Unix time it was first seen.
+    pub seen: std::collections::BTreeMap<String, i64>,
+}
+
+impl SeenSignatures {
+    /// Forgets signatures older than the timestamp window, then records `signature` at `now`.
+    /// Returns `false`, recording nothing, when the signature was already seen in the window.
+    pub fn record(&mut self, signature: &str, now: i64) -> bool {
+        self.seen.retain(|_, seen_at| now - *seen_at <= MAX_CLOCK_SKEW_SECONDS);
+        if self.seen.contains_key(signature) {
+            return false;
+        }
+        self.seen.insert(signature.to_string(), now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_signature_is_rejected_within_the_window() {
+        let mut seen = SeenSignatures::default();
+
+        assert!(seen.record("sha256=aa", 1000));
+        assert!(!seen.record("sha256=aa", 1000 + MAX_CLOCK_SKEW_SECONDS));
+        assert!(seen.record("sha256=bb", 1001));
+        assert!(seen.record("sha256=aa", 1001 + MAX_CLOCK_SKEW_SECONDS));
+        assert_eq!(seen.seen.len(), 2);
+    }
 
     #[test]
     fn verify_accepts_own_signature() {

@@ -94,8 +94,19 @@ impl TestApp {
         (status, value)
     }
 
-    /// Sends a signed `POST /hooks/sync`.
+    /// Sends a signed `POST /hooks/sync`. A JSON object body gets a unique `nonce`, because the
+    /// hook accepts each signature once and tests send the same body within one second.
     pub async fn signed_sync(&self, body: &str) -> (u16, Value) {
+        static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let body = match serde_json::from_str::<Value>(body) {
+            Ok(Value::Object(mut object)) => {
+                let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                object.insert("nonce".into(), Value::String(format!("test-{nonce}")));
+                Value::Object(object).to_string()
+            }
+            _ => body.to_string(),
+        };
+        let body = body.as_str();
         let timestamp = self.app.clock().unix_seconds() as i64;
         let headers = vec![
             ("x-meshcert-timestamp".to_string(), timestamp.to_string()),
