@@ -233,14 +233,7 @@ async fn delete_never_removes_a_secret_meshcert_does_not_manage() {
 
     // Someone replaces the Secret with their own, without meshcert's label.
     east.remove_secret("istio-system", "web");
-    let theirs = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": { "name": "web", "namespace": "istio-system" },
-        "type": "kubernetes.io/tls",
-        "data": { "tls.crt": base64::engine::general_purpose::STANDARD.encode("theirs"), "tls.key": base64::engine::general_purpose::STANDARD.encode("theirs") },
-    });
-    east.put_secret("istio-system", theirs).unwrap();
+    east.put_secret("istio-system", support::foreign_tls_secret("istio-system", "web")).unwrap();
 
     let (status, body) = test.call("DELETE", WEB, None).await;
     assert_eq!(status, 200, "{body}");

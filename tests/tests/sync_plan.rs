@@ -69,14 +69,7 @@ async fn dry_run_reports_the_plan_and_changes_nothing() {
     // A second cluster joins while a Secret there already belongs to someone else, and east's
     // Secret drifts; the dry run shows all of it.
     let west = fake_cluster("west").await;
-    let theirs = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": { "name": "web", "namespace": "istio-system" },
-        "type": "kubernetes.io/tls",
-        "data": { "tls.crt": base64::engine::general_purpose::STANDARD.encode("theirs"), "tls.key": base64::engine::general_purpose::STANDARD.encode("theirs") },
-    });
-    west.put_secret("istio-system", theirs).unwrap();
+    west.put_secret("istio-system", support::foreign_tls_secret("istio-system", "web")).unwrap();
     let mut edited = east.secret("istio-system", "web").unwrap();
     edited["data"]["tls.crt"] = json!(base64::engine::general_purpose::STANDARD.encode("edited by hand"));
     east.put_secret("istio-system", edited.clone()).unwrap();

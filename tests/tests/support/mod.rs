@@ -256,6 +256,19 @@ pub fn upload(certificates: &Certificates, name: &str, host: &str, key_host: &st
     })
 }
 
+/// A `kubernetes.io/tls` Secret that someone other than meshcert created: no managed-by label,
+/// and `theirs` in both data entries.
+pub fn foreign_tls_secret(namespace: &str, name: &str) -> Value {
+    let theirs = base64::engine::general_purpose::STANDARD.encode("theirs");
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": namespace },
+        "type": "kubernetes.io/tls",
+        "data": { "tls.crt": theirs, "tls.key": theirs },
+    })
+}
+
 /// Decoded `data` entry of a Secret object.
 pub fn secret_entry(secret: &Value, key: &str) -> String {
     let encoded = secret["data"][key].as_str().unwrap_or_else(|| panic!("Secret has no data {key:?}: {secret}"));
