@@ -185,7 +185,7 @@ async fn rotation_keeps_absent_fields_and_checks_the_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_waits_for_unreachable_clusters_then_removes_the_records() {
+async fn delete_waits_for_unreachable_cluster() {
     let certificates = hosts(1);
     let east = fake_cluster("east").await;
     let west = fake_cluster("west").await;
@@ -223,7 +223,7 @@ async fn delete_waits_for_unreachable_clusters_then_removes_the_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_never_removes_a_secret_meshcert_does_not_manage() {
+async fn delete_keeps_foreign_secret() {
     let certificates = hosts(1);
     let east = fake_cluster("east").await;
     let test = TestApp::start().await;
@@ -296,7 +296,7 @@ async fn list_filters_and_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_token_cannot_write_and_every_write_is_audited() {
+async fn read_token_writes_rejected_and_audited() {
     let certificates = hosts(1);
     let test = TestApp::start_with(&[("api_read_token", "reader-token-for-tests")]).await;
     let body = upload(&certificates, "web", "v1.example.test", "v1.example.test");
@@ -356,7 +356,7 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
     assert_eq!(second["entries"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["next_cursor"], Value::Null);
 
-    // No audit record holds key material.
+    // No audit record contains key material.
     for (key, value) in test.stored_values().into_iter().filter(|(key, _)| key.starts_with("audit/")) {
         for line in pem_body_lines(&certificates.read("v1.example.test.key")) {
             assert!(!value.contains(&line), "{key} holds key material");
@@ -365,7 +365,7 @@ async fn read_token_cannot_write_and_every_write_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encryption_key_rotation_reads_old_records_and_reseals_them() {
+async fn encryption_key_rotation_reseals_records() {
     let certificates = hosts(2);
     let east = fake_cluster("east").await;
     let test = TestApp::start().await;
@@ -378,7 +378,7 @@ async fn encryption_key_rotation_reads_old_records_and_reseals_them() {
     let old_id = key_id(&test, "cert/istio-system/web/v/1", "private_key");
 
     // Without the previous key the stored key and token cannot be opened: the sync fails, and
-    // /healthz says why.
+    // /healthz reports why.
     let test = test.restart_with(&[("encryption_key", &new_key)]).await;
     let (status, body) = test.signed_sync("{}").await;
     assert_eq!(status, 500, "{body}");
@@ -414,7 +414,7 @@ async fn encryption_key_rotation_reads_old_records_and_reseals_them() {
 /// each write of a rotation in turn must leave a certificate that is served complete (its head's
 /// version exists and its key opens, as the resync shows) and a rotation that succeeds on retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_write_during_rotation_leaves_a_complete_certificate() {
+async fn rotation_survives_each_failed_write() {
     let certificates = hosts(2);
     let east = fake_cluster("east").await;
 
@@ -496,7 +496,7 @@ async fn concurrent_writes_each_keep_their_audit_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_pasted_into_the_wrong_shape_are_never_echoed() {
+async fn misplaced_secrets_never_echoed() {
     let certificates = hosts(1);
     let test = TestApp::start_with(&[("api_read_token", "reader-token-for-tests")]).await;
     let key = certificates.read("v1.example.test.key");

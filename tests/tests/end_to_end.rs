@@ -186,7 +186,7 @@ async fn down_cluster_fails_alone_then_heals() {
     assert_eq!(list["certificates"][0]["sync"], "partial");
 
     // A signed resync after the cluster is back pushes the Secret there, and leaves west, which
-    // already holds it, alone.
+    // already stores it, alone.
     east.set_down(false).await.unwrap();
     let (status, report) = test.signed_sync("{}").await;
     assert_eq!(status, 200, "{report}");

@@ -35,8 +35,8 @@ fn entry(method: &str, path: &str, role: Option<Role>, response: &Response, time
         .map_or_else(|| format!("{method} {}", matched.as_ref().map_or("(no route)", |matched| matched.template)), str::to_string);
     let status = *response.status();
 
-    // Error bodies carry a code and a message that never quote secrets; success bodies give the
-    // version that was written, and name what a create created.
+    // Error bodies carry a code and a message that never quote secrets. Success bodies give the
+    // version that was written and name what a create created.
     let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap_or_default();
     let target = match (&body["namespace"], &body["name"], &body["id"]) {
         (serde_json::Value::String(namespace), serde_json::Value::String(name), _) => format!("certificate {namespace}/{name}"),
@@ -61,7 +61,7 @@ fn entry(method: &str, path: &str, role: Option<Role>, response: &Response, time
     }
 }
 
-/// A one-line account of a successful write, from the response's own fields.
+/// Summarizes a successful write in one line, from the response's own fields.
 fn success_summary(body: &serde_json::Value) -> String {
     let mut facts = Vec::new();
     if let Some(version) = body["version"].as_u64() {

@@ -218,7 +218,7 @@ pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str
 }
 
 /// `DELETE /api/v1/certificates/{namespace}/{name}`: marks the certificate `deleting`, resolves
-/// its alerts, and asks sync-webhook to remove the Secrets it manages from every cluster and then
+/// its alerts, and calls sync-webhook to remove the Secrets it manages from every cluster and then
 /// the records. 200 when everything is gone; 202 while a cluster still holds the Secret (a later
 /// sync finishes the job).
 pub async fn delete(request: &Request, namespace: &str, name: &str) -> Response {
@@ -381,7 +381,7 @@ impl Content {
         }
     }
 
-    /// The fingerprint of the Secret data this content produces (`ca.crt` only with mTLS).
+    /// Computes the fingerprint of the Secret data this content produces (`ca.crt` only with mTLS).
     fn fingerprint(&self) -> String {
         kube::content_fingerprint(&self.chain_pem, &self.private_key, self.ca_pem.as_deref().filter(|_| self.mtls))
     }

@@ -65,23 +65,23 @@ pub struct Matched<'a> {
 }
 
 impl Matched<'_> {
-    /// The methods for an `Allow` header, such as `GET, PUT, DELETE`.
+    /// Lists the methods for an `Allow` header, such as `GET, PUT, DELETE`.
     pub fn allow(&self) -> String {
         self.methods.iter().map(|(method, _)| *method).collect::<Vec<_>>().join(", ")
     }
 
-    /// Whether the route accepts `method`; HEAD counts as GET.
+    /// Returns whether the route accepts `method`, counting HEAD as GET.
     pub fn accepts(&self, method: &str) -> bool {
         let method = if method == "HEAD" { "GET" } else { method };
         self.methods.iter().any(|(accepted, _)| *accepted == method)
     }
 
-    /// The audit action of a write `method`, such as `certificate.create`.
+    /// Returns the audit action of a write `method`, such as `certificate.create`.
     pub fn action(&self, method: &str) -> Option<&'static str> {
         self.methods.iter().find(|(accepted, _)| *accepted == method).and_then(|(_, action)| *action)
     }
 
-    /// What the request concerns, for the audit trail, such as `certificate istio-system/web`.
+    /// Names what the request concerns, for the audit trail, such as `certificate istio-system/web`.
     pub fn target(&self) -> String {
         match (self.route, self.parameters.as_slice()) {
             (Route::Certificate | Route::CertificateRollback, [namespace, name]) => format!("certificate {namespace}/{name}"),

@@ -328,8 +328,8 @@ async fn send(request: http::Request<Vec<u8>>) -> Result<Response, SyncError> {
     result.map_err(|error| send_error(&url, error))
 }
 
-/// Removes the records of a deleted certificate once no cluster stores its Secret: the versions,
-/// then the sync record, then the head last, so a failure in between leaves the head in state
+/// Removes the records of a deleted certificate once no cluster stores its Secret. The head goes
+/// last, after the versions and the sync record, so a failure in between leaves the head in state
 /// `deleting` and the next sync finishes the job.
 fn finish_delete(store: &Store, doomed: &Doomed, report: &mut SyncReport) -> anyhow::Result<()> {
     let id = format!("{}/{}", doomed.namespace, doomed.name);
@@ -487,8 +487,8 @@ fn plan_report(outcomes: Vec<Outcome>, started: Instant) -> SyncReport {
     report
 }
 
-/// Records the outcome of removing a Secret: a cluster that no longer stores it leaves the sync
-/// record; one that failed stays in state `deleting` with the error, for the next sync to retry.
+/// Records the outcome of removing a Secret. A cluster that no longer stores it leaves the sync
+/// record, and one that failed stays in state `deleting` with the error, for the next sync to retry.
 fn record_delete(record: &mut SyncRecord, report: &mut SyncReport, namespace: &str, name: &str, outcome: Outcome, now: chrono::DateTime<chrono::Utc>) {
     let state = match outcome.result {
         Ok(_) => {

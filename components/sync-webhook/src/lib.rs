@@ -104,8 +104,8 @@ async fn sync(request: Request) -> Response {
 }
 
 /// Records a verified signature; `false` when it was already seen in the timestamp window.
-// TODO: Two calls at the same moment can each read the record and write it back, and the later
-// write drops the other's signature, so a replay of it would pass; remove when the record is
+// TODO: Two calls at the same moment can each read the record and write it back, so the later
+// write drops the other's signature and a replay of it would pass. Remove when the record is
 // written with wasi:keyvalue/atomics compare-and-swap.
 fn record_signature(signature: &str) -> anyhow::Result<bool> {
     let store = Store::open()?;

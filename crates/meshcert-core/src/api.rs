@@ -48,7 +48,7 @@ pub struct CreateCertificateRequest {
 /// `PUT /api/v1/certificates/{namespace}/{name}`: new content for a certificate (rotation).
 ///
 /// `certificate` and `private_key` are required. The other fields keep their current value when
-/// absent, so a rotation sends only the new chain and key; `ca_certificate: null` removes the CA
+/// absent, so a rotation sends only the new chain and key. `ca_certificate: null` removes the CA,
 /// and `clusters: null` sends the certificate to every cluster.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,7 +279,7 @@ pub struct TargetReport {
     pub version: Option<u32>,
     /// Attempts made.
     pub attempts: u32,
-    /// What the sync did, or with `dry_run` would do, decided from the live Secret.
+    /// The action taken, or with `dry_run` planned, decided from the live Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<PlannedAction>,
     /// The error, when failed.
@@ -308,7 +308,7 @@ pub struct SyncReport {
     /// Targets whose Secret was removed because the certificate is being deleted.
     #[serde(default)]
     pub removed: usize,
-    /// Certificates whose deletion finished: no cluster holds their Secret, and their records are gone.
+    /// Certificates whose deletion finished: no cluster stores their Secret, and their records are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
     /// Wall time of the sync in milliseconds.

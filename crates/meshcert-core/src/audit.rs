@@ -197,7 +197,7 @@ impl AuditDay {
     }
 }
 
-/// What a compaction of the audit keys does: which entry keys to fold into which day, and which
+/// The plan of a compaction of the audit keys: which entry keys to fold into which day, and which
 /// keys to delete because their day is past the retention.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Compaction {

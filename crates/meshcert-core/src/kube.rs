@@ -217,7 +217,7 @@ impl LiveSecret {
         })
     }
 
-    /// Whether meshcert may delete it as the Secret of certificate `namespace/name`: it carries
+    /// Returns whether meshcert may delete it as the Secret of certificate `namespace/name`: it carries
     /// meshcert's label, and its certificate annotation, when present, names this certificate.
     pub fn deletable_for(&self, namespace: &str, name: &str) -> bool {
         self.managed && self.certificate.as_deref().is_none_or(|certificate| certificate == format!("{namespace}/{name}"))

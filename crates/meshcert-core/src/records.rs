@@ -220,8 +220,8 @@ impl VersionEntry {
     }
 }
 
-/// Puts `entry` first in `versions` and keeps at most `kept` entries; returns the version
-/// numbers that dropped out, whose records the caller deletes after writing the head.
+/// Puts `entry` first in `versions` and keeps at most `kept` entries. Returns the version numbers
+/// that dropped out, whose records the caller deletes after writing the head.
 pub fn push_version(versions: &mut Vec<VersionEntry>, entry: VersionEntry, kept: usize) -> Vec<u32> {
     versions.retain(|existing| existing.version != entry.version);
     versions.insert(0, entry);
@@ -290,7 +290,7 @@ pub enum SyncState {
     Failed,
     /// A Secret of that name exists and meshcert does not manage it.
     Conflict,
-    /// The certificate is being deleted and this cluster still holds its Secret.
+    /// The certificate is being deleted and this cluster still stores its Secret.
     Deleting,
     /// The Secret was removed, or was never there; reported by a sync, never stored.
     Deleted,

@@ -256,7 +256,7 @@ pub fn upload(certificates: &Certificates, name: &str, host: &str, key_host: &st
     })
 }
 
-/// A `kubernetes.io/tls` Secret that someone other than meshcert created: no managed-by label,
+/// Builds a `kubernetes.io/tls` Secret that someone other than meshcert created: no managed-by label,
 /// and `theirs` in both data entries.
 pub fn foreign_tls_secret(namespace: &str, name: &str) -> Value {
     let theirs = base64::engine::general_purpose::STANDARD.encode("theirs");
