@@ -16,6 +16,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView as _};
 
+use crate::client_tls::ClientTlsConfigs;
 use crate::clock::{Clock, WasiWallClock};
 use crate::cron::bindings::SpinCronPre;
 use crate::cron::{CronError, Metadata};
@@ -119,6 +120,8 @@ pub(crate) struct AppInner {
     components: HashMap<String, Arc<ComponentRuntime>>,
     pub(crate) router: Router,
     pub(crate) cron_entries: Vec<CronEntry>,
+    /// The `[[client_tls]]` settings of outbound HTTPS requests.
+    pub(crate) client_tls: ClientTlsConfigs,
     key_value: KeyValueStores,
     key_value_faults: KeyValueFaults,
     pub(crate) clock: Clock,
@@ -228,6 +231,16 @@ impl App {
             components.insert(id.clone(), Arc::new(runtime));
         }
 
+        let client_tls = ClientTlsConfigs::new(&runtime_config.client_tls)?;
+        for id in client_tls.component_ids() {
+            if !manifest.components.contains_key(id) {
+                tracing::warn!(
+                    component = %id,
+                    "a [[client_tls]] entry lists component {id:?}, which the manifest does not declare, so it applies to no request; check the id"
+                );
+            }
+        }
+
         let key_value = KeyValueStores::open(&store_configs)?;
         tracing::info!(app = %manifest.app_name, state_dir = %state_dir.display(), "app loaded");
         Ok(Self {
@@ -237,6 +250,7 @@ impl App {
                 components,
                 router,
                 cron_entries,
+                client_tls,
                 key_value,
                 key_value_faults: KeyValueFaults::default(),
                 clock: Clock::default(),

@@ -4,8 +4,9 @@
 //! It provides WASI 0.2, `wasi:http/incoming-handler` on a loopback listener with Spin's routing and route
 //! headers, `fermyon:spin/key-value@2.0.0` over SQLite in Spin's table layout,
 //! `fermyon:spin/variables@2.0.0`, outbound HTTP limited by `allowed_outbound_hosts` with
-//! service chaining, and the cron trigger's `handle-cron-event`. Tests can set the wall clock,
-//! read each component's output, and make a chosen key-value write fail.
+//! service chaining and the runtime config's `[[client_tls]]` settings, and the cron trigger's
+//! `handle-cron-event`. Tests can set the wall clock, read each component's output, and make a
+//! chosen key-value write fail.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -21,6 +22,7 @@
 //! ```
 
 mod app;
+mod client_tls;
 mod clock;
 mod cron;
 mod host;

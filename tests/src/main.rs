@@ -47,7 +47,7 @@ struct UpArgs {
     #[arg(long = "state-dir")]
     state_dir: Option<PathBuf>,
 
-    /// A runtime config file that configures key-value stores.
+    /// A runtime config file that configures key-value stores and outbound TLS ([[client_tls]]).
     #[arg(long = "runtime-config-file")]
     runtime_config_file: Option<PathBuf>,
 }

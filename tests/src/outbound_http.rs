@@ -1,5 +1,6 @@
 //! Outbound HTTP from components: the `allowed_outbound_hosts` check, Spin service chaining to
-//! `http://<component-id>.spin.internal`, and ordinary requests through wasi-http's sender.
+//! `http://<component-id>.spin.internal`, HTTPS with the settings of a matching `[[client_tls]]`
+//! entry, and other requests through wasi-http's default sender.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,14 +10,15 @@ use http_body_util::BodyExt as _;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::app::{AppInner, ComponentRuntime, TriggerKind};
+use crate::client_tls;
 use crate::outbound::Destination;
 use crate::routes::RouteMatch;
 
 /// The client address Spin reports (`spin-client-addr`) for a service-chaining request.
 const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
+pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+pub(crate) type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
 
 /// The wasi-http hooks of one instance.
 pub(crate) struct OutboundHooks {
@@ -65,6 +67,14 @@ async fn send(
     }
 
     let Some(target) = destination.chaining_target().map(str::to_string) else {
+        if destination.scheme == "https" {
+            let host = request.uri().host().unwrap_or_default();
+            if let Some(config) = app.client_tls.get(&component.id, host) {
+                return client_tls::send_request(request, options, config, &component.id).await;
+            }
+        }
+        // NOTE: when no [[client_tls]] entry matches, Spin 4.0 trusts the operating system's roots
+        // and the webpki roots. This default sender trusts the webpki roots only.
         let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
         return Ok((response.map(|body| body.boxed_unsync()), Box::new(io)));
     };

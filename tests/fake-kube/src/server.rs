@@ -1,4 +1,4 @@
-//! The HTTP side of a fake cluster: the accept loop, faults, authentication and response bodies.
+//! The HTTP side of a fake cluster: the accept loop, TLS, faults, authentication and response bodies.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -19,13 +19,16 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiRequest, ClusterState};
 use crate::faults::{Faults, RequestRecord};
 use crate::status::ApiError;
+use crate::tls::ServerTls;
 use crate::util;
 
 /// The maximum request body size kube-apiserver accepts by default (`--max-request-bytes`, 3 MiB).
@@ -37,6 +40,8 @@ pub(crate) struct Shared {
     pub token: String,
     pub version: Value,
     pub log_requests: bool,
+    /// The TLS settings when the cluster serves HTTPS, or `None` for plain HTTP.
+    pub tls: Option<ServerTls>,
     pub state: Mutex<ClusterState>,
     pub faults: Mutex<Faults>,
     pub requests: Mutex<Vec<RequestRecord>>,
@@ -58,9 +63,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(shared.clone(), stream));
-                }
+                Ok((stream, _)) => match &shared.tls {
+                    Some(tls) => {
+                        connections.spawn(serve_tls_connection(shared.clone(), tls.acceptor.clone(), stream));
+                    }
+                    None => {
+                        connections.spawn(serve_connection(shared.clone(), stream));
+                    }
+                },
                 Err(error) => {
                     // This is typically EMFILE. Waiting lets open connections finish and free descriptors.
                     eprintln!("fake-kube {}: accept failed: {error}", shared.name);
@@ -72,7 +82,23 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// Runs the TLS handshake, then serves HTTP on the encrypted stream. A failed handshake, such as
+/// a client without the required client certificate, closes the connection before any request.
+async fn serve_tls_connection(shared: Arc<Shared>, acceptor: TlsAcceptor, stream: TcpStream) {
+    match acceptor.accept(stream).await {
+        Ok(stream) => serve_connection(shared, stream).await,
+        Err(error) => {
+            if shared.log_requests {
+                eprintln!("fake-kube {}: TLS handshake failed: {error}", shared.name);
+            }
+        }
+    }
+}
+
+async fn serve_connection<S>(shared: Arc<Shared>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| handle_request(shared.clone(), request));
     // Errors here are clients hanging up or the drop fault closing the connection; neither is a
     // server failure, so they are not logged.

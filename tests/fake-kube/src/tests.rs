@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::{DropFault, FakeCluster, FakeClusterConfig, SlowBody, StatusFault};
+
+mod https;
 
 const TOKEN: &str = "east-token";
 const NS: &str = "istio-system";
@@ -18,6 +20,7 @@ const SECRET_PATH: &str = "/api/v1/namespaces/istio-system/secrets/east-tls";
 const APPLY_PATH: &str =
     "/api/v1/namespaces/istio-system/secrets/east-tls?fieldManager=meshcert&force=true";
 
+#[derive(Debug)]
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
@@ -57,7 +60,24 @@ async fn send(
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(addr).await?;
+    let stream = TcpStream::connect(addr).await?;
+    exchange(stream, addr, method, path, token, content_type, body).await
+}
+
+/// Writes one request with `Connection: close` on `stream`, which may be a TLS stream, and reads
+/// the whole response.
+async fn exchange<S>(
+    mut stream: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<Reply>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: fake-kube-tests/1.0\r\nContent-Length: {}\r\n", body.len());
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));

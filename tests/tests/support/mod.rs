@@ -49,7 +49,18 @@ impl TestApp {
         Self::start_in(state, variables).await
     }
 
+    /// Like [`TestApp::start_with`], with a runtime config file, as `spin up
+    /// --runtime-config-file` takes it.
+    pub async fn start_with_runtime_config(variables: &[(&str, &str)], runtime_config: &Path) -> TestApp {
+        let state = tempfile::tempdir().expect("temporary state directory");
+        Self::start_in_with_runtime_config(state, variables, Some(runtime_config)).await
+    }
+
     async fn start_in(state: tempfile::TempDir, variables: &[(&str, &str)]) -> TestApp {
+        Self::start_in_with_runtime_config(state, variables, None).await
+    }
+
+    async fn start_in_with_runtime_config(state: tempfile::TempDir, variables: &[(&str, &str)], runtime_config: Option<&Path>) -> TestApp {
         let encryption_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let mut config = AppConfig::new(manifest())
             .state_dir(state.path())
@@ -60,6 +71,9 @@ impl TestApp {
             .variable("extra_cluster_hosts", "http://127.0.0.1:*");
         for (name, value) in variables {
             config = config.variable(*name, *value);
+        }
+        if let Some(path) = runtime_config {
+            config = config.runtime_config(path);
         }
         let app = App::load(config).unwrap_or_else(|error| {
             panic!("failed to load spin.toml ({error:#}); build the components first with scripts/test.sh")
@@ -155,6 +169,13 @@ impl TestApp {
 /// Starts a fake cluster holding `istio-system`.
 pub async fn fake_cluster(name: &str) -> FakeCluster {
     FakeCluster::start(FakeClusterConfig::new(name, format!("{name}-token-for-tests"))).await.expect("start the fake cluster")
+}
+
+/// Starts a fake cluster holding `istio-system`, with the settings that `configure` changes, such
+/// as `FakeClusterConfig::https`.
+pub async fn fake_cluster_with(name: &str, configure: impl FnOnce(FakeClusterConfig) -> FakeClusterConfig) -> FakeCluster {
+    let config = configure(FakeClusterConfig::new(name, format!("{name}-token-for-tests")));
+    FakeCluster::start(config).await.expect("start the fake cluster")
 }
 
 /// Sends one HTTP/1.1 request over a new loopback connection.
