@@ -503,6 +503,41 @@ async fn responses_match_document() {
     client.expect(&response, 200);
     assert!(east.secret("istio-system", "one").is_none(), "the Secret outlived its certificate");
 
+    // A cluster's details, changes, the runtime configuration for its CA, and unregistering it.
+    let response = client.call(app, "GET", "/api/v1/clusters/east", Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    assert_eq!(response.json()["reachability"]["reachable"], true, "{response}");
+    assert_eq!(response.json()["secrets"]["synced"], 1, "{response}");
+    let response = client.call(app, "GET", "/api/v1/clusters/nothing", admin, None).await;
+    client.expect_error(&response, 404, "cluster_not_found");
+    let response = client.call(app, "GET", "/api/v1/clusters/east/ca-bundle", admin, None).await;
+    client.expect_error(&response, 404, "no_ca_bundle");
+    let change = json!({ "ca_bundle": certificates.read("example.test.crt"), "labels": { "env": "prod", "region": "eu" }, "display_name": null });
+    let response = client.call(app, "PATCH", "/api/v1/clusters/east", admin, Some(change)).await;
+    client.expect(&response, 200);
+    assert_eq!(response.json()["sync"]["unchanged"], 1, "{response}");
+    let response = client.call(app, "PATCH", "/api/v1/clusters/east", admin, Some(json!({ "api_server": "https://10.0.0.1:8443" }))).await;
+    client.expect_error(&response, 422, "api_server_not_allowed");
+    let response = client.call(app, "PATCH", "/api/v1/clusters/east", Some(READ_TOKEN), Some(json!({ "labels": {} }))).await;
+    client.expect_error(&response, 403, "forbidden");
+    let response = client.call(app, "GET", "/api/v1/clusters/east/ca-bundle", admin, None).await;
+    client.expect(&response, 200);
+    let response = client.call(app, "GET", "/api/v1/runtime-config/client-tls", admin, None).await;
+    client.expect(&response, 200);
+    // east is plain HTTP, so the configuration has no entry, but it must still load.
+    assert!(toml::from_str::<toml::Table>(&String::from_utf8_lossy(&response.body)).is_ok(), "{response}");
+    let response = client.call(app, "DELETE", "/api/v1/clusters/east?purge=maybe", admin, None).await;
+    client.expect_error(&response, 400, "invalid_parameter");
+    east.set_down(true).await.expect("stop the fake cluster");
+    let response = client.call(app, "DELETE", "/api/v1/clusters/east?purge=true", admin, None).await;
+    client.expect_error(&response, 502, "purge_incomplete");
+    east.set_down(false).await.expect("restart the fake cluster");
+    let response = client.call(app, "DELETE", "/api/v1/clusters/east?purge=true", admin, None).await;
+    client.expect(&response, 200);
+    assert!(east.secret("istio-system", "short").is_none(), "the purge left a Secret behind");
+    let response = client.call(app, "DELETE", "/api/v1/clusters/east", admin, None).await;
+    client.expect_error(&response, 404, "cluster_not_found");
+
     // Reseal, then the audit trail of all of the above, two entries at a time.
     let response = client.call(app, "POST", "/api/v1/encryption/reseal", admin, None).await;
     client.expect(&response, 200);

@@ -6,6 +6,8 @@
 //! previous version served complete. A delete marks the head `deleting`, and sync-webhook removes
 //! the Secrets and then the records.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use meshcert_core::alerts::{self, AlertKind, AlertRecord};
 use meshcert_core::api::{
@@ -14,7 +16,7 @@ use meshcert_core::api::{
 use meshcert_core::expiry;
 use meshcert_core::kube;
 use meshcert_core::names;
-use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, StoreKey, SyncRecord, VersionEntry};
+use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncRecord, VersionEntry};
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
 use meshcert_core::validate::{self, UploadInput, UploadSummary, ValidatedUpload, Warning};
@@ -36,6 +38,10 @@ pub async fn create(request: &Request, role: Role) -> Response {
         return response;
     }
     if let Err(response) = check_selector(body.clusters.as_deref()) {
+        return response;
+    }
+    let delivery = Delivery { clusters: body.clusters.clone(), separate_ca_secret: body.separate_ca_secret };
+    if let Err(response) = delivery.check(&body.name, body.mtls && body.ca_certificate.is_some()) {
         return response;
     }
     let now = now();
@@ -62,7 +68,7 @@ pub async fn create(request: &Request, role: Role) -> Response {
             return Ok(Err(existing.state));
         }
         let content = Content::from_upload(&upload, body.mtls);
-        write_version(&store, None, &body.namespace, &body.name, content, body.clusters.clone(), role, now, None).map(Ok)
+        write_version(&store, None, &body.namespace, &body.name, content, &delivery, role, now, None).map(Ok)
     })();
     match stored {
         Ok(Ok(_)) => {}
@@ -113,7 +119,13 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
         },
     };
     let mtls = body.mtls.unwrap_or(head.mtls);
-    let clusters = body.clusters.clone().unwrap_or_else(|| head.clusters.clone());
+    let delivery = Delivery {
+        clusters: body.clusters.clone().unwrap_or_else(|| head.clusters.clone()),
+        separate_ca_secret: body.separate_ca_secret.unwrap_or(head.separate_ca_secret),
+    };
+    if let Err(response) = delivery.check(name, mtls && ca_pem.is_some()) {
+        return response;
+    }
     let input = UploadInput {
         certificate: body.certificate.as_bytes(),
         private_key: body.private_key.expose().as_bytes(),
@@ -127,7 +139,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
     };
     let content = Content::from_upload(&upload, mtls);
 
-    if content.fingerprint() == head.content_fingerprint && clusters == head.clusters {
+    if content.fingerprint() == head.content_fingerprint && delivery == Delivery::of(&head) {
         let mut warnings = upload.warnings;
         warnings.push(Warning {
             code: "unchanged".into(),
@@ -136,7 +148,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
         return respond_after_write(200, namespace, name, warnings, now).await;
     }
 
-    let written = write_version(&store, Some(&head), namespace, name, content, clusters, role, now, None);
+    let written = write_version(&store, Some(&head), namespace, name, content, &delivery, role, now, None);
     let head = match written {
         Ok(head) => head,
         Err(error) => return internal_error(error),
@@ -207,7 +219,7 @@ pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str
     };
 
     let content = Content::from_upload(&upload, version.mtls);
-    let written = write_version(&store, Some(&head), namespace, name, content, head.clusters.clone(), role, now, Some(body.version));
+    let written = write_version(&store, Some(&head), namespace, name, content, &Delivery::of(&head), role, now, Some(body.version));
     let head = match written {
         Ok(head) => head,
         Err(error) => return internal_error(error),
@@ -325,9 +337,10 @@ pub fn list(request: &Request) -> Response {
         items.sort_by(|(a, ..), (b, ..)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         items.truncate(limit + 1);
 
+        let clusters = load_clusters(&store)?;
         let mut listed = Vec::new();
         for (head, item_status, days_left) in items {
-            let sync: SyncRecord = store.get(&records::sync_key(&head.namespace, &head.name))?.unwrap_or_default();
+            let sync = sync_states(&store, &head, &clusters)?;
             listed.push(CertificateListItem {
                 namespace: head.namespace,
                 name: head.name,
@@ -335,7 +348,7 @@ pub fn list(request: &Request) -> Response {
                 days_left,
                 not_after: head.summary.leaf.not_after,
                 version: head.version,
-                sync: sync.summary().into(),
+                sync: records::sync_summary(&sync).into(),
                 state: state_name(head.state).into(),
             });
         }
@@ -387,6 +400,46 @@ impl Content {
     }
 }
 
+/// The delivery of a certificate: the clusters it goes to, and the Secrets it goes in.
+#[derive(Debug, PartialEq, Eq)]
+struct Delivery {
+    /// Label selector of the clusters; `None` selects every cluster.
+    clusters: Option<String>,
+    /// Whether the CA also goes to a separate `{name}-cacert` Secret.
+    separate_ca_secret: bool,
+}
+
+impl Delivery {
+    fn of(head: &CertificateHead) -> Self {
+        Self { clusters: head.clusters.clone(), separate_ca_secret: head.separate_ca_secret }
+    }
+
+    /// Checks that the separate CA Secret has a CA to hold and a valid name.
+    fn check(&self, name: &str, has_mtls_ca: bool) -> Result<(), Response> {
+        if !self.separate_ca_secret {
+            return Ok(());
+        }
+        if !has_mtls_ca {
+            return Err(error_response(
+                422,
+                "separate_ca_secret_needs_mtls",
+                "separate_ca_secret is true but the certificate has no mTLS CA: send ca_certificate with mtls true, or set separate_ca_secret to false",
+                Some("separate_ca_secret"),
+            ));
+        }
+        let ca_secret = kube::ca_secret_name(name);
+        if let Err(rule) = names::check_dns1123_subdomain(&ca_secret) {
+            return Err(error_response(
+                422,
+                "name_too_long",
+                &format!("the separate CA Secret {} is not a valid Secret name: it {rule}; shorten name", names::describe_for_message(&ca_secret)),
+                Some("name"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Writes `content` as the next version of `namespace/name`, then the head that points to it,
 /// then deletes the versions that dropped out of the kept list, then updates the alert.
 ///
@@ -399,7 +452,7 @@ fn write_version(
     namespace: &str,
     name: &str,
     content: Content,
-    clusters: Option<String>,
+    delivery: &Delivery,
     role: Role,
     now: DateTime<Utc>,
     restored_from: Option<u32>,
@@ -429,7 +482,8 @@ fn write_version(
         version,
         state: CertificateState::Active,
         mtls: record.mtls,
-        clusters,
+        clusters: delivery.clusters.clone(),
+        separate_ca_secret: delivery.separate_ca_secret,
         summary: record.summary.clone(),
         content_fingerprint,
         created_at: previous.map_or(now, |head| head.created_at),
@@ -592,7 +646,7 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Resu
     let Some(head) = store.get::<CertificateHead>(&records::certificate_key(namespace, name))? else {
         return Ok(None);
     };
-    let sync: SyncRecord = store.get(&records::sync_key(namespace, name))?.unwrap_or_default();
+    let sync = sync_states(&store, &head, &load_clusters(&store)?)?;
     let (status, days_left) = status_of(&head.summary, now, warning_days());
 
     Ok(Some(CertificateDetails {
@@ -603,6 +657,7 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Resu
         status: status.into(),
         days_left,
         mtls: head.mtls,
+        separate_ca_secret: head.separate_ca_secret,
         clusters: head.clusters,
         summary: head.summary,
         content_fingerprint: head.content_fingerprint,
@@ -610,9 +665,28 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Resu
         updated_at: head.updated_at,
         versions: head.versions,
         delete_requested_at: head.delete_requested_at,
-        sync: sync.clusters,
+        sync,
         warnings: Vec::new(),
     }))
+}
+
+fn load_clusters(store: &Store) -> anyhow::Result<Vec<ClusterRecord>> {
+    let mut clusters = Vec::new();
+    for key in store.keys("cluster/")? {
+        clusters.extend(store.get::<ClusterRecord>(&key)?);
+    }
+    Ok(clusters)
+}
+
+/// The state of `head` in each registered cluster it goes to, `pending` where no sync has
+/// delivered the current version yet.
+fn sync_states(store: &Store, head: &CertificateHead, clusters: &[ClusterRecord]) -> anyhow::Result<BTreeMap<String, ClusterSyncState>> {
+    let record: SyncRecord = store.get(&records::sync_key(&head.namespace, &head.name))?.unwrap_or_default();
+    // A stored selector was validated on upload, so it parses.
+    let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default()).unwrap_or_default();
+    let deleting = head.state == CertificateState::Deleting;
+    let selection: Vec<(&str, bool)> = clusters.iter().map(|cluster| (cluster.id.as_str(), !deleting && selector.matches(&cluster.labels))).collect();
+    Ok(record.states_for(head.version, head.updated_at, &selection))
 }
 
 /// Status and days left of a certificate, from its member with the earliest not_after, so an

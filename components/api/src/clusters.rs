@@ -1,17 +1,25 @@
-//! `/api/v1/clusters`: the registry of clusters that receive the Secrets.
+//! `/api/v1/clusters`: the registry of clusters that receive the Secrets, and the Spin runtime
+//! configuration that trusts their private CAs.
 
-use meshcert_core::api::{ClusterView, CreateClusterRequest, SyncScope};
+use std::collections::BTreeMap;
+
+use meshcert_core::api::{ClientTlsStatus, ClusterDetails, ClusterView, CreateClusterRequest, ProbeReport, SyncScope, UpdateClusterRequest};
 use meshcert_core::names;
+use meshcert_core::outbound;
 use meshcert_core::pem_blocks;
-use meshcert_core::records::{self, ClusterRecord};
+use meshcert_core::records::{self, CertificateHead, CertificateState, ClusterRecord, StoreKey, SyncRecord};
 use meshcert_core::secret::SecretString;
-use meshcert_core::selector::{check_label_key, check_label_value};
+use meshcert_core::selector::{check_label_key, check_label_value, LabelSelector};
 use meshcert_core::validate::Field;
-use meshcert_spin::{cipher, error_response, json_response, now, Store};
+use meshcert_spin::{cipher, error_response, json_response, now, variable, Store};
 use spin_sdk::http::{Request, Response};
 
 use crate::internal_error;
-use crate::json::parse_body;
+use crate::json::{parse_body, query_parameter, reject_unknown_parameters};
+
+/// The directory, relative to the runtime configuration file, where the entries printed by
+/// [`client_tls`] expect each cluster's CA bundle.
+const CA_FILES_DIR: &str = "client-tls";
 
 /// `POST /api/v1/clusters`: validates and stores a cluster with its token encrypted, then syncs
 /// every certificate to it.
@@ -20,7 +28,11 @@ pub async fn create(request: &Request) -> Response {
         Ok(body) => body,
         Err(response) => return response,
     };
-    if let Err(response) = check(&body) {
+    if let Err(response) = check_id(&body.id) {
+        return response;
+    }
+    let fields = Fields { api_server: Some(&body.api_server), token: Some(&body.token), ca_bundle: body.ca_bundle.as_deref(), labels: Some(&body.labels) };
+    if let Err(response) = fields.check() {
         return response;
     }
 
@@ -47,46 +59,287 @@ pub async fn create(request: &Request) -> Response {
     let record = match stored {
         Ok(Some(record)) => record,
         Ok(None) => {
-            return error_response(
-                409,
-                "cluster_exists",
-                &format!("cluster {:?} is already registered; choose another id", body.id),
-                Some("id"),
-            );
+            return error_response(409, "cluster_exists", &format!("cluster {:?} is already registered; choose another id", body.id), Some("id"));
         }
         Err(error) => return internal_error(error),
     };
     tracing::info!(cluster = %record.id, api_server = %record.api_server, "cluster registered");
 
     // Every stored certificate goes to the new cluster now.
-    let sync = match crate::hooks::sync(SyncScope::Cluster(record.id.clone())).await {
-        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
-        Err(error) => {
-            tracing::error!(cluster = %record.id, error = format!("{error:#}"), "sync after cluster registration failed");
-            serde_json::json!({ "error": format!("{error:#}") })
-        }
-    };
-    let mut body = serde_json::to_value(view(&record)).unwrap_or_default();
-    body["sync"] = sync;
-    json_response(201, &body)
+    respond_with_sync(201, &record).await
 }
 
 /// `GET /api/v1/clusters`.
 pub fn list() -> Response {
-    let result = (|| -> anyhow::Result<Vec<ClusterView>> {
-        let store = Store::open()?;
-        let mut clusters = Vec::new();
-        for key in store.keys("cluster/")? {
-            if let Some(record) = store.get::<ClusterRecord>(&key)? {
-                clusters.push(view(&record));
-            }
-        }
-        Ok(clusters)
-    })();
-    match result {
-        Ok(clusters) => json_response(200, &serde_json::json!({ "clusters": clusters })),
+    match Store::open().and_then(|store| load_all(&store)) {
+        Ok(clusters) => json_response(200, &serde_json::json!({ "clusters": clusters.iter().map(view).collect::<Vec<_>>() })),
         Err(error) => internal_error(error),
     }
+}
+
+/// `GET /api/v1/clusters/{id}`: the cluster, a `GET /version` probe with its stored token, and
+/// the states of the certificates meant for it.
+pub async fn details(id: &str) -> Response {
+    let loaded = (|| -> anyhow::Result<Option<(ClusterRecord, BTreeMap<String, usize>)>> {
+        let store = Store::open()?;
+        let Some(record) = store.get::<ClusterRecord>(&records::cluster_key(id))? else {
+            return Ok(None);
+        };
+        let counts = secret_counts(&store, &record)?;
+        Ok(Some((record, counts)))
+    })();
+    let (record, secrets) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found(id),
+        Err(error) => return internal_error(error),
+    };
+
+    let reachability = match crate::hooks::probe(id).await {
+        Ok(report) => report,
+        Err(error) => return internal_error(error),
+    };
+    let client_tls = client_tls_status(&record, &reachability);
+    json_response(200, &ClusterDetails { cluster: view(&record), reachability, secrets, client_tls })
+}
+
+/// `PATCH /api/v1/clusters/{id}`: rotates the token, or changes the labels, API server, CA
+/// bundle or display name. Then it syncs every certificate to the cluster, because its labels may
+/// select other certificates now and a new token may heal failures.
+pub async fn update(request: &Request, id: &str) -> Response {
+    let body: UpdateClusterRequest = match parse_body(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let fields = Fields {
+        api_server: body.api_server.as_deref(),
+        token: body.token.as_ref(),
+        ca_bundle: body.ca_bundle.as_ref().and_then(Option::as_deref),
+        labels: body.labels.as_ref(),
+    };
+    if let Err(response) = fields.check() {
+        return response;
+    }
+
+    let key = records::cluster_key(id);
+    let updated = (|| -> anyhow::Result<Option<ClusterRecord>> {
+        let store = Store::open()?;
+        let Some(mut record) = store.get::<ClusterRecord>(&key)? else {
+            return Ok(None);
+        };
+        if let Some(display_name) = &body.display_name {
+            record.display_name = display_name.clone();
+        }
+        if let Some(api_server) = &body.api_server {
+            record.api_server = api_server.trim_end_matches('/').to_string();
+        }
+        if let Some(token) = &body.token {
+            record.token = cipher()?.seal(&SecretString::new(token.expose().trim()), &key)?;
+        }
+        if let Some(ca_bundle) = &body.ca_bundle {
+            record.ca_bundle = ca_bundle.clone();
+        }
+        if let Some(labels) = &body.labels {
+            record.labels = labels.clone();
+        }
+        store.set(&key, &record)?;
+        Ok(Some(record))
+    })();
+    let record = match updated {
+        Ok(Some(record)) => record,
+        Ok(None) => return not_found(id),
+        Err(error) => return internal_error(error),
+    };
+    tracing::info!(cluster = %id, token_rotated = body.token.is_some(), labels_changed = body.labels.is_some(), "cluster updated");
+
+    respond_with_sync(200, &record).await
+}
+
+/// `DELETE /api/v1/clusters/{id}[?purge=true]`: stops syncing to the cluster. With `purge`, the
+/// Secrets meshcert manages there are removed first, and the cluster stays registered when a
+/// removal fails or the cluster cannot be read.
+pub async fn delete(request: &Request, id: &str) -> Response {
+    if let Err(response) = reject_unknown_parameters(request, &["purge"]) {
+        return response;
+    }
+    let purge = match query_parameter(request, "purge").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return error_response(400, "invalid_parameter", "purge must be true or false", Some("purge")),
+    };
+    match Store::open().and_then(|store| store.exists(&records::cluster_key(id))) {
+        Ok(true) => {}
+        Ok(false) => return not_found(id),
+        Err(error) => return internal_error(error),
+    }
+
+    let mut body = serde_json::json!({ "deleted": id });
+    if purge {
+        let report = match crate::hooks::purge(id).await {
+            Ok(report) => report,
+            Err(error) => return internal_error(error),
+        };
+        if report.failed > 0 {
+            let message = format!(
+                "{} Secrets could not be removed from cluster {id:?}, so it stays registered: see purge.targets, fix the cause and retry, or delete without purge to leave them",
+                report.failed
+            );
+            return json_response(502, &serde_json::json!({ "error": { "code": "purge_incomplete", "message": message }, "purge": report }));
+        }
+        body["purge"] = serde_json::to_value(&report).unwrap_or_default();
+    }
+
+    if let Err(error) = Store::open().and_then(|store| forget(&store, id)) {
+        return internal_error(error);
+    }
+    tracing::info!(cluster = %id, purge, "cluster unregistered");
+    json_response(200, &body)
+}
+
+/// `GET /api/v1/clusters/{id}/ca-bundle`: the stored CA bundle as a PEM file, to save where the
+/// runtime configuration of [`client_tls`] expects it.
+pub fn ca_bundle(id: &str) -> Response {
+    match Store::open().and_then(|store| store.get::<ClusterRecord>(&records::cluster_key(id))) {
+        Ok(Some(ClusterRecord { ca_bundle: Some(bundle), .. })) => {
+            let mut response = Response::new(200, bundle);
+            response.set_header("content-type", "application/x-pem-file");
+            response
+        }
+        Ok(Some(_)) => error_response(404, "no_ca_bundle", &format!("cluster {id:?} has no CA bundle; store one with PATCH /api/v1/clusters/{id}"), None),
+        Ok(None) => not_found(id),
+        Err(error) => internal_error(error),
+    }
+}
+
+/// `GET /api/v1/runtime-config/client-tls`: the `[[client_tls]]` entries of Spin's runtime
+/// configuration that let sync-webhook trust each cluster's CA bundle. Spin reads them only at
+/// start-up, so a cluster registered later needs them added and Spin restarted.
+pub fn client_tls() -> Response {
+    let clusters = match Store::open().and_then(|store| load_all(&store)) {
+        Ok(clusters) => clusters,
+        Err(error) => return internal_error(error),
+    };
+
+    let mut text = String::from(
+        "# Spin runtime configuration written by meshcert: it trusts the CA bundle of each registered\n\
+         # cluster that has one. Save each bundle from GET /api/v1/clusters/{id}/ca-bundle as the\n\
+         # ca_roots_file named below, relative to this file, add these entries to the file given\n\
+         # to spin up --runtime-config-file, and restart Spin.\n",
+    );
+    // Spin matches an entry by host alone, without the port, and uses the first entry of a host,
+    // so clusters on one host share an entry and its file must hold each of their bundles.
+    let mut by_host: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for cluster in clusters.iter().filter(|cluster| cluster.ca_bundle.is_some()) {
+        if let Some(host) = tls_host(&cluster.api_server) {
+            by_host.entry(host).or_default().push(&cluster.id);
+        }
+    }
+    for (host, ids) in &by_host {
+        let shared = if ids.len() > 1 {
+            format!("# clusters {ids:?} share this host: put each of their CA bundles in this one file\n")
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "\n# cluster {:?}\n{shared}[[client_tls]]\ncomponent_ids = [\"sync-webhook\"]\nhosts = [{host:?}]\nca_roots_file = \"{CA_FILES_DIR}/{}.pem\"\n",
+            ids[0], ids[0]
+        ));
+    }
+    if by_host.is_empty() {
+        text.push_str("\n# No registered cluster has a ca_bundle: Spin's default roots are enough.\n");
+    }
+
+    let mut response = Response::new(200, text);
+    response.set_header("content-type", "application/toml");
+    response
+}
+
+/// The host of an https API server URL, as `[[client_tls]]` `hosts` lists it: Spin 3 and 4
+/// reject a port there and match the host alone.
+fn tls_host(api_server: &str) -> Option<String> {
+    let url = url::Url::parse(api_server).ok().filter(|url| url.scheme() == "https")?;
+    Some(url.host()?.to_string())
+}
+
+/// Registers or updates: the view of the cluster with the report of the sync that followed.
+async fn respond_with_sync(status: u16, record: &ClusterRecord) -> Response {
+    let sync = match crate::hooks::sync(SyncScope::Cluster(record.id.clone())).await {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(error) => {
+            tracing::error!(cluster = %record.id, error = format!("{error:#}"), "sync after a cluster change failed");
+            let message = format!("the cluster is stored, but the sync that follows failed ({error:#}); resync it with POST /hooks/sync");
+            serde_json::json!({ "error": { "code": "sync_failed", "message": message } })
+        }
+    };
+    let mut body = serde_json::to_value(view(record)).unwrap_or_default();
+    body["sync"] = sync;
+    json_response(status, &body)
+}
+
+fn load_all(store: &Store) -> anyhow::Result<Vec<ClusterRecord>> {
+    let mut clusters = Vec::new();
+    for key in store.keys("cluster/")? {
+        clusters.extend(store.get::<ClusterRecord>(&key)?);
+    }
+    Ok(clusters)
+}
+
+/// Counts the certificates meant for `cluster` by their state there.
+fn secret_counts(store: &Store, cluster: &ClusterRecord) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for key in store.keys("cert/")? {
+        let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
+            continue;
+        };
+        let Some(head) = store.get::<CertificateHead>(&key)? else {
+            continue;
+        };
+        let record: SyncRecord = store.get(&records::sync_key(&namespace, &name))?.unwrap_or_default();
+        // A stored selector was validated on upload, so it parses.
+        let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default()).unwrap_or_default();
+        let selected = head.state != CertificateState::Deleting && selector.matches(&cluster.labels);
+        for state in record.states_for(head.version, head.updated_at, &[(cluster.id.as_str(), selected)]).values() {
+            *counts.entry(state.state.as_str().to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Removes the cluster record, then its entries in the certificates' sync records.
+fn forget(store: &Store, id: &str) -> anyhow::Result<()> {
+    store.delete(&records::cluster_key(id))?;
+    for key in store.keys("sync/")? {
+        let Some(mut record) = store.get::<SyncRecord>(&key)? else {
+            continue;
+        };
+        if record.clusters.remove(id).is_some() {
+            store.set(&key, &record)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads whether Spin trusts the cluster's CA from how the probe ended.
+fn client_tls_status(record: &ClusterRecord, probe: &ProbeReport) -> ClientTlsStatus {
+    let https = record.api_server.starts_with("https://");
+    let tls_failed = probe.error.as_ref().is_some_and(|error| error.kind == "tls_failed");
+    let (state, message) = match (https, tls_failed, probe.status.is_some(), record.ca_bundle.is_some()) {
+        (false, ..) => ("not_needed", None),
+        (true, true, _, true) => (
+            "not_trusted",
+            Some("Spin does not trust this cluster's CA yet: add the entry from GET /api/v1/runtime-config/client-tls to the runtime configuration and restart Spin".to_string()),
+        ),
+        (true, true, _, false) => (
+            "not_trusted",
+            Some("TLS to the API server failed: store its CA with PATCH /api/v1/clusters/{id} {\"ca_bundle\": ...}, then follow GET /api/v1/runtime-config/client-tls".replace("{id}", &record.id)),
+        ),
+        (true, false, true, _) => ("trusted", None),
+        (true, false, false, _) => ("unknown", Some("the probe did not reach TLS; see reachability.error".to_string())),
+    };
+    ClientTlsStatus { state: state.into(), message }
+}
+
+fn not_found(id: &str) -> Response {
+    error_response(404, "cluster_not_found", &format!("cluster {id:?} is not registered; list them with GET /api/v1/clusters"), None)
 }
 
 fn view(record: &ClusterRecord) -> ClusterView {
@@ -100,14 +353,51 @@ fn view(record: &ClusterRecord) -> ClusterView {
     }
 }
 
-fn check(body: &CreateClusterRequest) -> Result<(), Response> {
-    if let Err(rule) = names::check_dns1123_label(&body.id) {
-        let id = names::describe_for_message(&body.id);
-        return Err(error_response(422, "invalid_cluster_id", &format!("cluster id {id} is not a DNS-1123 label: it {rule}"), Some("id")));
-    }
+fn check_id(id: &str) -> Result<(), Response> {
+    names::check_dns1123_label(id).map_err(|rule| {
+        let id = names::describe_for_message(id);
+        error_response(422, "invalid_cluster_id", &format!("cluster id {id} is not a DNS-1123 label: it {rule}"), Some("id"))
+    })
+}
 
+/// The fields a registration sets and a PATCH may change; `None` is not checked.
+struct Fields<'a> {
+    api_server: Option<&'a str>,
+    token: Option<&'a SecretString>,
+    ca_bundle: Option<&'a str>,
+    labels: Option<&'a BTreeMap<String, String>>,
+}
+
+impl Fields<'_> {
+    fn check(&self) -> Result<(), Response> {
+        if let Some(api_server) = self.api_server {
+            check_api_server(api_server)?;
+        }
+        for (key, value) in self.labels.into_iter().flatten() {
+            if let Err(rule) = check_label_key(key) {
+                return Err(error_response(422, "invalid_label", &format!("label key {key:?} {rule}"), Some("labels")));
+            }
+            if let Err(rule) = check_label_value(value) {
+                return Err(error_response(422, "invalid_label", &format!("label {key:?} has value {value:?}, which {rule}"), Some("labels")));
+            }
+        }
+        if let Some(token) = self.token {
+            check_token(token)?;
+        }
+        if let Some(bundle) = self.ca_bundle {
+            let blocks = pem_blocks::parse(Field::CaCertificate, bundle.as_bytes())
+                .map_err(|error| error_response(422, error.code(), &error.to_string().replacen("ca_certificate", "ca_bundle", 1), Some("ca_bundle")))?;
+            if !blocks.iter().all(|block| block.is_certificate()) {
+                return Err(error_response(422, "invalid_ca_bundle", "ca_bundle may contain only CERTIFICATE blocks: paste the API server's CA certificates", Some("ca_bundle")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_api_server(api_server: &str) -> Result<(), Response> {
     // A value that is not a URL may be the token pasted into the wrong field, so it is not quoted.
-    let url = url::Url::parse(&body.api_server).map_err(|error| {
+    let url = url::Url::parse(api_server).map_err(|error| {
         error_response(
             422,
             "invalid_api_server",
@@ -119,7 +409,7 @@ fn check(body: &CreateClusterRequest) -> Result<(), Response> {
         return Err(error_response(
             422,
             "invalid_api_server",
-            &format!("api_server {:?} must be an https:// (or, for local clusters, http://) base URL with a host and no query, such as https://10.0.0.1:6443", body.api_server),
+            &format!("api_server {api_server:?} must be an https:// (or, for local clusters, http://) base URL with a host and no query, such as https://10.0.0.1:6443"),
             Some("api_server"),
         ));
     }
@@ -132,36 +422,36 @@ fn check(body: &CreateClusterRequest) -> Result<(), Response> {
             Some("api_server"),
         ));
     }
-
-    for (key, value) in &body.labels {
-        if let Err(rule) = check_label_key(key) {
-            return Err(error_response(422, "invalid_label", &format!("label key {key:?} {rule}"), Some("labels")));
-        }
-        if let Err(rule) = check_label_value(value) {
-            return Err(error_response(422, "invalid_label", &format!("label {key:?} has value {value:?}, which {rule}"), Some("labels")));
-        }
+    // Spin refuses a request outside sync-webhook's allowed_outbound_hosts, so such a cluster
+    // could never be synced.
+    let extra = variable("extra_cluster_hosts").unwrap_or_default();
+    if !outbound::cluster_url_allowed(&url, &extra) {
+        return Err(error_response(
+            422,
+            "api_server_not_allowed",
+            &format!(
+                "api_server {api_server:?} is outside sync-webhook's allowed_outbound_hosts (https on ports 443 and 6443, plus extra_cluster_hosts = {extra:?}): set the extra_cluster_hosts variable to a pattern that matches it, such as \"https://*:{}\", and restart",
+                url.port_or_known_default().unwrap_or(443)
+            ),
+            Some("api_server"),
+        ));
     }
+    Ok(())
+}
 
-    if body.token.expose().trim().is_empty() {
+fn check_token(token: &SecretString) -> Result<(), Response> {
+    if token.expose().trim().is_empty() {
         return Err(error_response(422, "missing_token", "token is empty: paste the bearer token of meshcert's ServiceAccount in this cluster", Some("token")));
     }
     // The token travels in an Authorization header, which cannot carry control characters such as
     // a line break left over from copying it.
-    if let Some(position) = body.token.expose().trim().chars().position(|c| c.is_control() || !c.is_ascii()) {
+    if let Some(position) = token.expose().trim().chars().position(|c| c.is_control() || !c.is_ascii()) {
         return Err(error_response(
             422,
             "invalid_token",
             &format!("token has a character at position {} that an HTTP header cannot carry (a line break or other control or non-ASCII character): paste the token as one line", position + 1),
             Some("token"),
         ));
-    }
-
-    if let Some(bundle) = &body.ca_bundle {
-        let blocks = pem_blocks::parse(Field::CaCertificate, bundle.as_bytes())
-            .map_err(|error| error_response(422, error.code(), &error.to_string().replacen("ca_certificate", "ca_bundle", 1), Some("ca_bundle")))?;
-        if !blocks.iter().all(|block| block.is_certificate()) {
-            return Err(error_response(422, "invalid_ca_bundle", "ca_bundle may contain only CERTIFICATE blocks: paste the API server's CA certificates", Some("ca_bundle")));
-        }
     }
     Ok(())
 }

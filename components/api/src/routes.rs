@@ -19,6 +19,12 @@ pub enum Route {
     CertificateRollback,
     /// `/api/v1/clusters`
     Clusters,
+    /// `/api/v1/clusters/{id}`
+    Cluster,
+    /// `/api/v1/clusters/{id}/ca-bundle`
+    ClusterCaBundle,
+    /// `/api/v1/runtime-config/client-tls`
+    ClientTlsConfig,
     /// `/api/v1/alerts`
     Alerts,
     /// `/api/v1/audit`
@@ -46,6 +52,9 @@ pub const ROUTES: &[RouteEntry] = &[
     ),
     ("/api/v1/certificates/{namespace}/{name}/rollback", Route::CertificateRollback, &[("POST", Some("certificate.rollback"))]),
     ("/api/v1/clusters", Route::Clusters, &[("GET", None), ("POST", Some("cluster.register"))]),
+    ("/api/v1/clusters/{id}", Route::Cluster, &[("GET", None), ("PATCH", Some("cluster.update")), ("DELETE", Some("cluster.delete"))]),
+    ("/api/v1/clusters/{id}/ca-bundle", Route::ClusterCaBundle, &[("GET", None)]),
+    ("/api/v1/runtime-config/client-tls", Route::ClientTlsConfig, &[("GET", None)]),
     ("/api/v1/alerts", Route::Alerts, &[("GET", None)]),
     ("/api/v1/audit", Route::Audit, &[("GET", None)]),
     ("/api/v1/encryption/reseal", Route::EncryptionReseal, &[("POST", Some("encryption.reseal"))]),
@@ -87,6 +96,7 @@ impl Matched<'_> {
             (Route::Certificate | Route::CertificateRollback, [namespace, name]) => format!("certificate {namespace}/{name}"),
             (Route::Certificates, _) => "certificates".into(),
             (Route::Clusters, _) => "clusters".into(),
+            (Route::Cluster | Route::ClusterCaBundle, [id]) => format!("cluster {id}"),
             (Route::EncryptionReseal, _) => "stored secrets".into(),
             _ => self.template.into(),
         }

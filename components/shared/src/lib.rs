@@ -180,6 +180,11 @@ pub async fn with_timeout<F: std::future::Future>(limit: std::time::Duration, fu
     }
 }
 
+/// Waits `duration` on the host's monotonic clock without blocking other tasks of the instance.
+pub async fn sleep(duration: std::time::Duration) {
+    with_timeout(duration, futures::future::pending::<()>()).await;
+}
+
 /// A future that completes at a monotonic-clock instant, woken by spin-sdk's executor.
 struct Deadline {
     instant: u64,

@@ -1,70 +1,92 @@
-//! One sync run: load what is in scope, apply each (certificate, cluster) target concurrently,
-//! record the outcomes.
+//! One sync run: load what is in scope, read each cluster's Secrets with one LIST per namespace,
+//! plan and write each (certificate, cluster) target concurrently, record the outcomes.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::{FutureExt as _, StreamExt as _};
-use meshcert_core::api::{SyncReport, SyncRequest, SyncScope, TargetReport};
-use meshcert_core::kube::{self, ApplyOutcome, PlannedAction, TlsSecret};
+use meshcert_core::api::{ProbeReport, SyncReport, SyncRequest, SyncScope, TargetReport};
+use meshcert_core::kube::{self, ApplyOutcome, DesiredSecret, LiveSecret, PlannedAction, TlsSecret};
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncError, SyncRecord, SyncState};
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
-use meshcert_spin::{cipher, now, variable, with_timeout, Store};
-use spin_sdk::http::{ErrorCode, Response, SendError};
+use meshcert_spin::{cipher, now, variable, Store};
+
+use crate::client::{Client, Sent};
 
 /// The default of `sync_concurrency`.
 const DEFAULT_CONCURRENCY: usize = 16;
 
-/// The time limit of one request to an API server. A cluster that accepts connections and never
-/// responds then cannot hold up the sync, or the api request that started it, for long.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The `kind` of the error recorded for a Secret that meshcert does not manage.
+const UNMANAGED_SECRET: &str = "unmanaged_secret";
 
 /// A cluster with its token decrypted for this run.
 struct Cluster {
     id: String,
     api_server: String,
     token: SecretString,
-    labels: std::collections::BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    /// The connection failure that ended a request after its retries. The cluster's remaining
+    /// targets fail with it at once, so that an unreachable cluster does not take the request
+    /// slots of the others for the rest of the run.
+    unreachable: std::cell::RefCell<Option<SyncError>>,
 }
 
-/// The current version of a certificate, with its key decrypted for this run.
+/// A certificate in scope, with the Secrets it wants in each selected cluster.
 struct Certificate {
     namespace: String,
     name: String,
+    /// `namespace/name`.
+    id: String,
+    /// The current version; 0 for a certificate being deleted.
     version: u32,
-    chain_pem: String,
-    private_key: SecretString,
-    ca_pem: Option<String>,
     selector: LabelSelector,
+    /// Being deleted: every cluster loses its Secrets.
+    deleting: bool,
+    /// The Secrets to write: the `kubernetes.io/tls` one, and the separate CA one when enabled.
+    wanted: Vec<DesiredSecret>,
+    /// Names of meshcert's Secrets of this certificate to remove where they exist: both names
+    /// when it is being deleted or not selected, and `{name}-cacert` when it is not wanted.
+    unwanted: Vec<String>,
 }
 
-/// A certificate in state `deleting`, whose Secrets are being removed.
-struct Doomed {
-    namespace: String,
-    name: String,
+/// The reason for a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetKind {
+    /// The selector matches the cluster: write the wanted Secrets.
+    Apply,
+    /// The certificate is being deleted.
+    Delete,
+    /// The selector no longer matches the cluster, and meshcert's Secret is still there.
+    Unselect,
 }
+
+/// The live Secrets meshcert manages in one namespace of one cluster, by name, or why the LIST
+/// failed.
+type Listing = Result<HashMap<String, LiveSecret>, SyncError>;
 
 struct Outcome {
-    /// Whether the target was a delete.
-    delete: bool,
-    namespace: String,
-    name: String,
+    certificate: Arc<Certificate>,
     cluster: String,
-    version: u32,
-    fingerprint: String,
+    kind: TargetKind,
     /// The action taken, or with `dry_run` planned.
     action: Option<PlannedAction>,
+    /// The resourceVersion of the Secret after the write, or the failure.
     result: Result<Option<String>, SyncError>,
+    /// The maximum attempts any request of this target took, its namespace's LIST included.
+    attempts: u32,
+    /// Requests sent for this target.
+    requests: usize,
 }
 
 /// Applies the certificates in `request.scope` to the clusters in scope and records each outcome
 /// in `sync/{namespace}/{name}`.
 ///
 /// Guarantees: one cluster's failure never stops the others; every target in scope gets a
-/// recorded state. Caveat: two runs for the same certificate at once can each rewrite its sync
-/// record, and the later write wins.
+/// recorded state; a Secret that meshcert does not manage is never written or deleted. Caveat:
+/// two runs for the same certificate at once can each rewrite its sync record, and the later
+/// write wins.
 ///
 /// # Errors
 ///
@@ -73,374 +95,504 @@ struct Outcome {
 pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
     let store = Store::open()?;
-    let cipher = cipher()?;
 
-    // What is in scope.
     let (certificate_filter, cluster_filter) = match &request.scope {
-        Some(SyncScope::Certificate(id)) => (Some(id.clone()), None),
-        Some(SyncScope::Cluster(id)) => (None, Some(id.clone())),
+        Some(SyncScope::Certificate(id)) => (Some(id.as_str()), None),
+        Some(SyncScope::Cluster(id)) => (None, Some(id.as_str())),
         None => (None, None),
     };
+    let clusters = load_clusters(&store, cluster_filter)?;
+    let certificates = load_certificates(&store, certificate_filter)?;
+
+    // Every cluster at once; within a cluster, one LIST per namespace and then every target.
+    // The client's limit caps the requests in flight across all of them.
+    let client = Client::new(concurrency());
+    let mode = Mode { dry_run: request.dry_run, purge: request.purge };
+    let runs = clusters.iter().map(|cluster| sync_cluster(&client, cluster, &certificates, mode));
+    let (outcomes, list_requests): (Vec<Vec<Outcome>>, Vec<usize>) = futures::future::join_all(runs).await.into_iter().unzip();
+    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+
+    if request.dry_run {
+        let mut report = plan_report(outcomes, started);
+        report.requests += list_requests.iter().sum::<usize>();
+        crate::log_summary(&report);
+        return Ok(report);
+    }
+    let mut report = record(&store, &clusters, outcomes, request.purge, started)?;
+    report.requests += list_requests.iter().sum::<usize>();
+    // Only a run over every cluster can confirm that no cluster still stores the Secret.
+    if cluster_filter.is_none() {
+        for certificate in certificates.iter().filter(|certificate| certificate.deleting) {
+            finish_delete(&store, certificate, &mut report)?;
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    crate::log_summary(&report);
+    Ok(report)
+}
+
+fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Cluster>> {
+    let cipher = cipher()?;
     let mut clusters = Vec::new();
     for key in store.keys("cluster/")? {
         let Some(record) = store.get::<ClusterRecord>(&key)? else {
             continue;
         };
-        if cluster_filter.as_ref().is_some_and(|id| *id != record.id) {
+        if filter.is_some_and(|id| id != record.id) {
             continue;
         }
         let token = cipher.open(&record.token, &key).with_context(|| format!("failed to decrypt the token of cluster {:?}", record.id))?;
-        clusters.push(Arc::new(Cluster { id: record.id, api_server: record.api_server, token, labels: record.labels }));
+        clusters.push(Cluster { id: record.id, api_server: record.api_server, token, labels: record.labels, unreachable: Default::default() });
     }
+    Ok(clusters)
+}
+
+fn load_certificates(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Arc<Certificate>>> {
+    let cipher = cipher()?;
     let mut certificates = Vec::new();
-    let mut deleting = Vec::new();
     for key in store.keys("cert/")? {
         let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
             continue;
         };
-        if certificate_filter.as_ref().is_some_and(|id| *id != format!("{namespace}/{name}")) {
+        let id = format!("{namespace}/{name}");
+        if filter.is_some_and(|filter| filter != id) {
             continue;
         }
         let Some(head) = store.get::<CertificateHead>(&key)? else {
             continue;
         };
+        // The api validated the selector on upload, so a stored one parses.
+        let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default())
+            .map_err(|error| anyhow::anyhow!("certificate {id} has an invalid cluster selector: {error}"))?;
+        let both_names = vec![name.clone(), kube::ca_secret_name(&name)];
         if head.state == CertificateState::Deleting {
-            deleting.push(Arc::new(Doomed { namespace, name }));
+            certificates.push(Arc::new(Certificate { namespace, name, id, version: 0, selector, deleting: true, wanted: Vec::new(), unwanted: both_names }));
             continue;
         }
+
         let version_key = records::version_key(&namespace, &name, head.version);
         let version: CertificateVersion = store
             .get(&version_key)?
-            .with_context(|| format!("certificate {namespace}/{name} points to version {} but {version_key:?} is missing", head.version))?;
+            .with_context(|| format!("certificate {id} points to version {} but {version_key:?} is missing", head.version))?;
         let private_key = cipher.open(&version.private_key, &version_key)?;
-        // The api validated the selector on upload, so a stored one parses.
-        let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default())
-            .map_err(|error| anyhow::anyhow!("certificate {namespace}/{name} has an invalid cluster selector: {error}"))?;
-        certificates.push(Arc::new(Certificate {
-            namespace,
-            name,
+        let content = TlsSecret {
+            namespace: &namespace,
+            name: &name,
+            chain_pem: &version.chain_pem,
+            private_key_pem: &private_key,
+            ca_pem: version.ca_pem.as_deref().filter(|_| version.mtls),
             version: version.version,
-            chain_pem: version.chain_pem,
-            private_key,
-            ca_pem: version.ca_pem.filter(|_| version.mtls),
-            selector,
-        }));
-    }
-
-    // Every target at once, at most `sync_concurrency` requests in flight. A certificate goes only
-    // to the clusters its selector matches.
-    let targets: Vec<(Arc<Certificate>, Arc<Cluster>)> = certificates
-        .iter()
-        .flat_map(|certificate| {
-            clusters
-                .iter()
-                .filter(|cluster| certificate.selector.matches(&cluster.labels))
-                .map(move |cluster| (certificate.clone(), cluster.clone()))
-        })
-        .collect();
-    let dry_run = request.dry_run;
-    let applies = targets.into_iter().map(|(certificate, cluster)| apply_target(certificate, cluster, dry_run).boxed_local());
-    // A certificate being deleted leaves every cluster, not only those its selector matches now,
-    // because the selector may have changed after the Secret was applied.
-    let deletes = deleting
-        .iter()
-        .flat_map(|doomed| clusters.iter().map(move |cluster| delete_target(doomed.clone(), cluster.clone(), dry_run).boxed_local()))
-        .collect::<Vec<_>>();
-    let outcomes: Vec<Outcome> = futures::stream::iter(applies.chain(deletes)).buffer_unordered(concurrency()).collect().await;
-
-    if dry_run {
-        let report = plan_report(outcomes, started);
-        crate::log_summary(&report);
-        return Ok(report);
-    }
-    let mut report = record(&store, outcomes, started)?;
-    // Only a run over every cluster can confirm that no cluster still stores the Secret.
-    if cluster_filter.is_none() {
-        for doomed in &deleting {
-            finish_delete(&store, doomed, &mut report)?;
+        };
+        let mut wanted = vec![content.tls_secret()];
+        let mut unwanted = Vec::new();
+        match content.ca_secret().filter(|_| head.separate_ca_secret) {
+            Some(ca_secret) => wanted.push(ca_secret),
+            None => unwanted.push(kube::ca_secret_name(&name)),
         }
+        certificates.push(Arc::new(Certificate { id, version: version.version, selector, deleting: false, wanted, unwanted, namespace, name }));
     }
-    crate::log_summary(&report);
+    Ok(certificates)
+}
+
+/// Sends `GET /version` to cluster `id` once, with its stored token.
+///
+/// # Errors
+///
+/// A store failure, a missing cluster, or a token that cannot be decrypted.
+pub async fn probe(id: &str) -> anyhow::Result<ProbeReport> {
+    let store = Store::open()?;
+    let cluster = load_clusters(&store, Some(id))?.pop().with_context(|| format!("cluster {id:?} does not exist"))?;
+    let started = Instant::now();
+
+    let request = kube::version_request(&cluster.api_server, &cluster.token).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let result = Client::new(1).send_once(&request).await;
+
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let report = match result {
+        Ok(response) if *response.status() == 200 => {
+            let server_version = serde_json::from_slice::<serde_json::Value>(response.body())
+                .ok()
+                .and_then(|version| version["gitVersion"].as_str().map(str::to_string));
+            ProbeReport { reachable: true, status: Some(200), server_version, error: None, duration_ms }
+        }
+        Ok(response) => {
+            let error = kube::status_error(*response.status(), response.body());
+            ProbeReport { reachable: false, status: Some(*response.status()), server_version: None, error: Some(error), duration_ms }
+        }
+        Err(error) => ProbeReport { reachable: false, status: None, server_version: None, error: Some(error), duration_ms },
+    };
+    tracing::info!(cluster = %id, reachable = report.reachable, status = ?report.status, duration_ms, "cluster probed");
     Ok(report)
 }
 
-/// Reads the live Secret, plans the action and, unless `dry_run`, takes it. A missing, outdated
-/// or drifted Secret is applied, an unchanged one gets no request, and a Secret that meshcert does
-/// not manage is left alone as a conflict.
-async fn apply_target(certificate: Arc<Certificate>, cluster: Arc<Cluster>, dry_run: bool) -> Outcome {
-    let secret = TlsSecret {
-        namespace: &certificate.namespace,
-        name: &certificate.name,
-        chain_pem: &certificate.chain_pem,
-        private_key_pem: &certificate.private_key,
-        ca_pem: certificate.ca_pem.as_deref(),
-        version: certificate.version,
-    };
-    let fingerprint = secret.fingerprint();
-    let result = plan_and_apply(&certificate, &cluster, &secret, &fingerprint, dry_run).await;
-
-    match &result {
-        Ok((action, _)) => tracing::debug!(namespace = %certificate.namespace, name = %certificate.name, cluster = %cluster.id, action = ?action, dry_run, "Secret checked"),
-        Err(error) => tracing::warn!(
-            namespace = %certificate.namespace,
-            name = %certificate.name,
-            cluster = %cluster.id,
-            kind = %error.kind,
-            error = %error.message,
-            "Secret apply failed"
-        ),
-    }
-    Outcome {
-        delete: false,
-        namespace: certificate.namespace.clone(),
-        name: certificate.name.clone(),
-        cluster: cluster.id.clone(),
-        version: certificate.version,
-        fingerprint,
-        action: result.as_ref().ok().map(|(action, _)| *action).or_else(|| result.as_ref().err().filter(|error| error.kind == UNMANAGED_SECRET).map(|_| PlannedAction::Conflict)),
-        result: result.map(|(_, resource_version)| resource_version),
-    }
+/// The treatment of targets in a run.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// Plan only.
+    dry_run: bool,
+    /// Remove meshcert's Secrets from the clusters in scope instead of applying.
+    purge: bool,
 }
 
-/// The sync error kind of a same-named Secret that meshcert does not manage; recorded as the
-/// state `conflict`.
-const UNMANAGED_SECRET: &str = "unmanaged_secret";
+/// Syncs every certificate to one cluster: one LIST per namespace, then each target.
+async fn sync_cluster(client: &Client, cluster: &Cluster, certificates: &[Arc<Certificate>], mode: Mode) -> (Vec<Outcome>, usize) {
+    let dry_run = mode.dry_run;
+    let namespaces: BTreeSet<&str> = certificates.iter().map(|certificate| certificate.namespace.as_str()).collect();
+    let lists = namespaces.into_iter().map(|namespace| async move { (namespace, list_secrets(client, cluster, namespace).await) });
+    let listings: HashMap<&str, (Listing, u32)> = futures::future::join_all(lists).await.into_iter().collect();
+    let list_requests: usize = listings.values().map(|(_, attempts)| *attempts as usize).sum();
 
-async fn plan_and_apply(
-    certificate: &Certificate,
-    cluster: &Cluster,
-    secret: &TlsSecret<'_>,
-    fingerprint: &str,
-    dry_run: bool,
-) -> Result<(PlannedAction, Option<String>), SyncError> {
-    // TODO: One GET per target doubles the requests of a sync that changes everything. A LIST per
-    // (cluster, namespace) with the managed-by selector, plus a GET only for names missing from
-    // it, would cost one.
-    let live = read_live(cluster, &certificate.namespace, &certificate.name).await?;
-    let action = kube::plan_apply(live.as_ref(), &certificate.namespace, &certificate.name, certificate.version, fingerprint);
-    if dry_run {
-        return Ok((action, None));
+    let targets = certificates.iter().filter_map(|certificate| {
+        let (listing, list_attempts) = &listings[certificate.namespace.as_str()];
+        let kind = if certificate.deleting {
+            TargetKind::Delete
+        } else if !mode.purge && certificate.selector.matches(&cluster.labels) {
+            TargetKind::Apply
+        } else {
+            // Not selected, or purged: a target only when meshcert's Secret is there, left from
+            // before the selector changed. A purge must not pass over a cluster it cannot read.
+            let live = match listing {
+                Ok(live) => live,
+                Err(_) if mode.purge => return Some(sync_target(client, cluster, certificate.clone(), TargetKind::Unselect, listing, *list_attempts, dry_run)),
+                Err(_) => return None,
+            };
+            let present = certificate.unwanted.iter().chain(certificate.wanted.iter().map(|secret| &secret.name)).any(|name| {
+                live.get(name).is_some_and(|secret| secret.managed_for(&certificate.id))
+            });
+            if !present {
+                return None;
+            }
+            TargetKind::Unselect
+        };
+        Some(sync_target(client, cluster, certificate.clone(), kind, listing, *list_attempts, dry_run))
+    });
+    let outcomes = futures::future::join_all(targets).await;
+
+    for outcome in &outcomes {
+        match &outcome.result {
+            Ok(_) => tracing::debug!(certificate = %outcome.certificate.id, cluster = %cluster.id, action = ?outcome.action, dry_run, "Secret checked"),
+            Err(error) => tracing::warn!(
+                certificate = %outcome.certificate.id,
+                cluster = %cluster.id,
+                kind = %error.kind,
+                attempts = outcome.attempts,
+                error = %error.message,
+                "Secret sync failed"
+            ),
+        }
+    }
+    (outcomes, list_requests)
+}
+
+/// Reads the Secrets meshcert manages in `namespace` with one LIST. A namespace that does not
+/// exist lists empty, as the API server responds.
+async fn list_secrets(client: &Client, cluster: &Cluster, namespace: &str) -> (Listing, u32) {
+    let request = match kube::list_secrets_request(&cluster.api_server, &cluster.token, namespace) {
+        Ok(request) => request,
+        Err(error) => return (Err(error.into_sync_error()), 0),
+    };
+    let Sent { result, attempts } = client.send(&request).await;
+    let listing = result.and_then(|response| {
+        let status = *response.status();
+        if status != 200 {
+            return Err(kube::status_error(status, response.body()));
+        }
+        let items = LiveSecret::parse_list(response.body()).ok_or_else(|| SyncError {
+            kind: "unexpected_response".into(),
+            message: format!("the API server responded to the LIST of Secrets in namespace {namespace:?} with a body that is not a SecretList"),
+            status: Some(status),
+        })?;
+        Ok(items.into_iter().map(|secret| (secret.name.clone(), secret)).collect())
+    });
+    (listing, attempts)
+}
+
+/// The requests of one target, counted as they are sent.
+struct Target<'a> {
+    client: &'a Client,
+    cluster: &'a Cluster,
+    certificate: &'a Certificate,
+    attempts: u32,
+    requests: usize,
+}
+
+impl Target<'_> {
+    async fn send(&mut self, request: Result<http::Request<Vec<u8>>, kube::RequestError>) -> Result<spin_sdk::http::Response, SyncError> {
+        let request = request.map_err(kube::RequestError::into_sync_error)?;
+        if let Some(error) = self.cluster.unreachable.borrow().clone() {
+            return Err(error);
+        }
+
+        let Sent { result, attempts } = self.client.send(&request).await;
+        self.attempts = self.attempts.max(attempts);
+        self.requests += attempts as usize;
+        if let Err(error) = &result {
+            if matches!(error.kind.as_str(), "timeout" | "connection_refused" | "connection_failed" | "tls_failed") {
+                self.cluster.unreachable.borrow_mut().get_or_insert_with(|| error.clone());
+            }
+        }
+        result
     }
 
-    match action {
-        PlannedAction::Conflict => Err(SyncError {
+    /// Reads the Secret `name`; `None` when there is none.
+    async fn read(&mut self, name: &str) -> Result<Option<LiveSecret>, SyncError> {
+        let request = kube::get_secret_request(&self.cluster.api_server, &self.cluster.token, &self.certificate.namespace, name);
+        let response = self.send(request).await?;
+        match *response.status() {
+            200 => LiveSecret::parse(response.body()).map(Some).ok_or_else(|| unexpected(200)),
+            404 => Ok(None),
+            status => Err(kube::status_error(status, response.body())),
+        }
+    }
+
+    /// Writes `desired` as `action` planned from `live`, and returns the new resourceVersion.
+    async fn write(&mut self, desired: &DesiredSecret, live: Option<&LiveSecret>, action: PlannedAction) -> Result<Option<String>, SyncError> {
+        let (api_server, token) = (&self.cluster.api_server, &self.cluster.token);
+        match (action, live) {
+            (PlannedAction::Unchanged, _) => Ok(live.and_then(|live| live.resource_version.clone())),
+            (PlannedAction::Conflict, _) => Err(self.unmanaged(desired)),
+            (PlannedAction::Recreate, Some(live)) => {
+                // `type` cannot change in place: delete the old Secret, if it is still the one
+                // that was read, then create the new one.
+                self.delete(&desired.name, live).await?;
+                self.create(desired).await
+            }
+            (PlannedAction::Update | PlannedAction::Drifted, Some(live)) => {
+                let stale = live.stale_keys(desired);
+                let request = if stale.is_empty() {
+                    kube::apply_secret_request(api_server, token, desired)
+                } else {
+                    let resource_version = live.resource_version.as_deref().unwrap_or_default();
+                    kube::replace_data_request(api_server, token, desired, &stale, resource_version)
+                };
+                let response = self.send(request).await?;
+                written(&response)
+            }
+            _ => self.create(desired).await,
+        }
+    }
+
+    /// Creates `desired`. A Secret of that name that appeared after the LIST is read: one that
+    /// meshcert does not manage is a conflict, and one that it manages is written over.
+    async fn create(&mut self, desired: &DesiredSecret) -> Result<Option<String>, SyncError> {
+        let request = kube::create_secret_request(&self.cluster.api_server, &self.cluster.token, desired);
+        let response = self.send(request).await?;
+        if !kube::is_already_exists(*response.status(), response.body()) {
+            return written(&response);
+        }
+
+        let Some(live) = self.read(&desired.name).await? else {
+            // Deleted again in between: the next sync creates it.
+            return Err(kube::status_error(404, b""));
+        };
+        match kube::plan_apply(Some(&live), desired) {
+            PlannedAction::Conflict => Err(self.unmanaged(desired)),
+            PlannedAction::Unchanged => Ok(live.resource_version),
+            PlannedAction::Recreate => {
+                self.delete(&desired.name, &live).await?;
+                let request = kube::create_secret_request(&self.cluster.api_server, &self.cluster.token, desired);
+                let response = self.send(request).await?;
+                written(&response)
+            }
+            _ => {
+                let stale = live.stale_keys(desired);
+                let resource_version = live.resource_version.as_deref().unwrap_or_default();
+                let request = kube::replace_data_request(&self.cluster.api_server, &self.cluster.token, desired, &stale, resource_version);
+                let response = self.send(request).await?;
+                written(&response)
+            }
+        }
+    }
+
+    /// Deletes the Secret `name` at the resourceVersion it was read with: a Secret replaced in
+    /// between by someone else is kept (409). One already gone counts as deleted.
+    async fn delete(&mut self, name: &str, live: &LiveSecret) -> Result<(), SyncError> {
+        let resource_version = live.resource_version.as_deref().unwrap_or_default();
+        let request = kube::delete_secret_request(&self.cluster.api_server, &self.cluster.token, &self.certificate.namespace, name, resource_version);
+        let response = self.send(request).await?;
+        match *response.status() {
+            200..=299 | 404 => Ok(()),
+            status => Err(kube::status_error(status, response.body())),
+        }
+    }
+
+    fn unmanaged(&self, desired: &DesiredSecret) -> SyncError {
+        SyncError {
             kind: UNMANAGED_SECRET.into(),
             message: format!(
-                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: delete or rename it there, or add that label to let meshcert replace it, then resync",
-                certificate.namespace,
-                certificate.name,
-                cluster.id,
+                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: import it with POST /api/v1/imports, or delete or rename it there, then resync",
+                desired.namespace,
+                desired.name,
+                self.cluster.id,
                 kube::MANAGED_BY_LABEL,
                 kube::MANAGED_BY_VALUE
             ),
-            status: Some(200),
-        }),
-        PlannedAction::Unchanged => Ok((action, live.and_then(|live| live.resource_version))),
-        _ => {
-            let request = kube::apply_secret_request(&cluster.api_server, &cluster.token, secret)
-                .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
-            send_apply(request).await.map(|resource_version| (action, resource_version))
+            status: None,
         }
     }
 }
 
-/// Reads a Secret; `None` when the cluster has none of that name.
-async fn read_live(cluster: &Cluster, namespace: &str, name: &str) -> Result<Option<kube::LiveSecret>, SyncError> {
-    let request = kube::get_secret_request(&cluster.api_server, &cluster.token, namespace, name)
-        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
-    let response = send(request).await?;
-    let status = *response.status();
-    if status == 404 {
-        return Ok(None);
-    }
-    if status != 200 {
-        return Err(kube::status_error(status, response.body()));
-    }
-    kube::LiveSecret::parse(response.body()).map(Some).ok_or_else(|| SyncError {
-        kind: "unexpected_response".into(),
-        message: "the API server returned a Secret that is not valid JSON".into(),
-        status: Some(status),
-    })
-}
-
-/// Removes the Secret of a deleted certificate from one cluster, but only when meshcert manages
-/// it: a GET reads the live Secret, and the DELETE carries its resourceVersion as a precondition,
-/// so a Secret replaced in between by someone else is kept.
-async fn delete_target(doomed: Arc<Doomed>, cluster: Arc<Cluster>, dry_run: bool) -> Outcome {
-    let result = delete_secret(&doomed, &cluster, dry_run).await;
-    match &result {
-        Ok(_) => tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret removed"),
-        Err(error) => tracing::warn!(
-            namespace = %doomed.namespace,
-            name = %doomed.name,
-            cluster = %cluster.id,
-            kind = %error.kind,
-            error = %error.message,
-            "Secret removal failed"
-        ),
-    }
-    Outcome {
-        delete: true,
-        namespace: doomed.namespace.clone(),
-        name: doomed.name.clone(),
-        cluster: cluster.id.clone(),
-        version: 0,
-        fingerprint: String::new(),
-        action: result.as_ref().ok().copied(),
-        result: result.map(|_| None),
-    }
-}
-
-async fn delete_secret(doomed: &Doomed, cluster: &Cluster, dry_run: bool) -> Result<PlannedAction, SyncError> {
-    let Some(live) = read_live(cluster, &doomed.namespace, &doomed.name).await? else {
-        return Ok(PlannedAction::Absent);
+/// Plans and, unless `dry_run`, takes the actions of one target against the listed Secrets.
+async fn sync_target(client: &Client, cluster: &Cluster, certificate: Arc<Certificate>, kind: TargetKind, listing: &Listing, list_attempts: u32, dry_run: bool) -> Outcome {
+    let mut target = Target { client, cluster, certificate: &certificate, attempts: list_attempts, requests: 0 };
+    let result = match listing {
+        Ok(live) => take_actions(&mut target, kind, live, dry_run).await,
+        Err(error) => Err((None, error.clone())),
     };
-    if !live.deletable_for(&doomed.namespace, &doomed.name) {
-        // Not ours: it was there before meshcert, or someone replaced it. Never deleted.
-        tracing::info!(namespace = %doomed.namespace, name = %doomed.name, cluster = %cluster.id, "Secret not managed by meshcert kept");
-        return Ok(PlannedAction::Absent);
-    }
-    if dry_run {
-        return Ok(PlannedAction::Delete);
-    }
-
-    let resource_version = live.resource_version.unwrap_or_default();
-    let request = kube::delete_secret_request(&cluster.api_server, &cluster.token, &doomed.namespace, &doomed.name, &resource_version)
-        .map_err(|error| SyncError { kind: "invalid".into(), message: error.to_string(), status: None })?;
-    let response = send(request).await?;
-    match *response.status() {
-        200..=299 | 404 => Ok(PlannedAction::Delete),
-        status => Err(kube::status_error(status, response.body())),
-    }
-}
-
-/// Sends one request to an API server within [`REQUEST_TIMEOUT`].
-async fn send(request: http::Request<Vec<u8>>) -> Result<Response, SyncError> {
-    let url = request.uri().to_string();
-    let send = spin_sdk::http::send::<_, Response>(request);
-    let Some(result) = with_timeout(REQUEST_TIMEOUT, send).await else {
-        return Err(SyncError {
-            kind: "timeout".into(),
-            message: format!("the API server did not respond within {} s ({url}): the next sync retries", REQUEST_TIMEOUT.as_secs()),
-            status: None,
-        });
+    let (action, result) = match result {
+        Ok((action, resource_version)) => (Some(action), Ok(resource_version)),
+        Err((action, error)) => (action, Err(error)),
     };
-    result.map_err(|error| send_error(&url, error))
+    let (attempts, requests) = (target.attempts.max(1), target.requests);
+    Outcome { cluster: cluster.id.clone(), kind, action, result, attempts, requests, certificate }
 }
 
-/// Removes the records of a deleted certificate once no cluster stores its Secret. The head goes
-/// last, after the versions and the sync record, so a failure in between leaves the head in state
-/// `deleting` and the next sync finishes the job.
-fn finish_delete(store: &Store, doomed: &Doomed, report: &mut SyncReport) -> anyhow::Result<()> {
-    let id = format!("{}/{}", doomed.namespace, doomed.name);
-    let pending = report.targets.iter().filter(|target| target.certificate == id && target.state != SyncState::Deleted).count();
-    if pending > 0 {
-        tracing::warn!(namespace = %doomed.namespace, name = %doomed.name, clusters = pending, "certificate stays in state deleting");
-        return Ok(());
+type TargetResult = Result<(PlannedAction, Option<String>), (Option<PlannedAction>, SyncError)>;
+
+/// Writes the wanted Secrets, then removes the unwanted ones. Returns the action that describes
+/// the target ([`combine`]) and the resourceVersion of its `kubernetes.io/tls` Secret.
+async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<String, LiveSecret>, dry_run: bool) -> TargetResult {
+    let certificate = target.certificate;
+    let mut actions = Vec::new();
+    let mut resource_version = None;
+
+    let (wanted, unwanted): (&[DesiredSecret], Vec<&String>) = match kind {
+        TargetKind::Apply => (&certificate.wanted, certificate.unwanted.iter().collect()),
+        TargetKind::Delete | TargetKind::Unselect => (&[], certificate.unwanted.iter().chain(certificate.wanted.iter().map(|secret| &secret.name)).collect()),
+    };
+    for desired in wanted {
+        let current = live.get(&desired.name);
+        let mut action = kube::plan_apply(current, desired);
+        if dry_run && action == PlannedAction::Create {
+            // The LIST shows only meshcert's Secrets. A plan must also show a Secret of that name
+            // that belongs to someone else, because the create would find it.
+            if let Some(found) = target.read(&desired.name).await.map_err(|error| (None, error))? {
+                action = kube::plan_apply(Some(&found), desired);
+            }
+        }
+        actions.push(action);
+        if action == PlannedAction::Conflict {
+            return Err((Some(PlannedAction::Conflict), target.unmanaged(desired)));
+        }
+        if dry_run {
+            continue;
+        }
+        let written = target.write(desired, current, action).await.map_err(|error| (Some(combine(&actions)), error))?;
+        if desired.name == certificate.name {
+            resource_version = written;
+        }
+    }
+    for name in unwanted {
+        let current = live.get(name);
+        let action = kube::plan_removal(current, &certificate.id);
+        actions.push(action);
+        if let (PlannedAction::Delete, Some(current), false) = (action, current, dry_run) {
+            target.delete(name, current).await.map_err(|error| (Some(combine(&actions)), error))?;
+        }
     }
 
-    for key in store.keys(&records::version_prefix(&doomed.namespace, &doomed.name))? {
-        store.delete(&key)?;
-    }
-    store.delete(&records::sync_key(&doomed.namespace, &doomed.name))?;
-    store.delete(&records::certificate_key(&doomed.namespace, &doomed.name))?;
-    report.deleted.push(id);
-    tracing::info!(namespace = %doomed.namespace, name = %doomed.name, "certificate deleted");
-    Ok(())
+    Ok((combine(&actions), resource_version))
 }
 
-/// Sends one server-side apply and returns the new resourceVersion from the response.
-async fn send_apply(request: http::Request<Vec<u8>>) -> Result<Option<String>, SyncError> {
-    let response = send(request).await?;
+/// Combines the actions on a target's Secrets into one: a write or removal when any Secret got
+/// one, `unchanged` or `absent` when none did. Removing a stale `{name}-cacert` while the
+/// certificate is applied counts as an update.
+fn combine(actions: &[PlannedAction]) -> PlannedAction {
+    let writes = [PlannedAction::Recreate, PlannedAction::Create, PlannedAction::Update, PlannedAction::Drifted];
+    if let Some(action) = writes.into_iter().find(|action| actions.contains(action)) {
+        return action;
+    }
+    let applies = actions.iter().any(|action| matches!(action, PlannedAction::Unchanged));
+    match (applies, actions.contains(&PlannedAction::Delete)) {
+        (true, true) => PlannedAction::Update,
+        (true, false) => PlannedAction::Unchanged,
+        (false, true) => PlannedAction::Delete,
+        (false, false) => PlannedAction::Absent,
+    }
+}
+
+/// Reads the resourceVersion from a write's response, or its failure.
+fn written(response: &spin_sdk::http::Response) -> Result<Option<String>, SyncError> {
     match kube::read_apply_response(*response.status(), response.body()) {
         ApplyOutcome::Applied { resource_version } => Ok(resource_version),
         ApplyOutcome::Failed(error) => Err(error),
     }
 }
 
-fn send_error(url: &str, error: SendError) -> SyncError {
-    // The URL has no credentials: the token travels in a header.
-    let (kind, advice) = match &error {
-        SendError::Http(ErrorCode::ConnectionRefused) => ("connection_refused", "the API server refused the connection: check that it runs and that api_server is right"),
-        SendError::Http(ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout | ErrorCode::HttpResponseTimeout) => {
-            ("timeout", "the API server did not answer in time")
+fn unexpected(status: u16) -> SyncError {
+    SyncError { kind: "unexpected_response".into(), message: "the API server returned a Secret that is not valid JSON".into(), status: Some(status) }
+}
+
+/// Removes the records of a deleted certificate once no cluster stores its Secret. The head goes
+/// last, after the versions and the sync record, so a failure in between leaves the head in state
+/// `deleting` and the next sync finishes the job.
+fn finish_delete(store: &Store, certificate: &Certificate, report: &mut SyncReport) -> anyhow::Result<()> {
+    let pending = report.targets.iter().filter(|target| target.certificate == certificate.id && target.state != SyncState::Deleted).count();
+    if pending > 0 {
+        tracing::warn!(certificate = %certificate.id, clusters = pending, "certificate stays in state deleting");
+        return Ok(());
+    }
+
+    for key in store.keys(&records::version_prefix(&certificate.namespace, &certificate.name))? {
+        store.delete(&key)?;
+    }
+    store.delete(&records::sync_key(&certificate.namespace, &certificate.name))?;
+    store.delete(&records::certificate_key(&certificate.namespace, &certificate.name))?;
+    report.deleted.push(certificate.id.clone());
+    tracing::info!(certificate = %certificate.id, "certificate deleted");
+    Ok(())
+}
+
+/// Counts an outcome in the report's totals.
+fn count(report: &mut SyncReport, outcome: &Outcome, state: SyncState) {
+    report.requests += outcome.requests;
+    match (state, outcome.action) {
+        (SyncState::Failed | SyncState::Conflict | SyncState::Deleting, _) => report.failed += 1,
+        (_, Some(PlannedAction::Unchanged)) => report.unchanged += 1,
+        (_, Some(PlannedAction::Drifted)) => {
+            report.drifted += 1;
+            report.applied += 1;
         }
-        SendError::Http(ErrorCode::HttpRequestDenied) => (
-            "outbound_denied",
-            "Spin's allowed_outbound_hosts does not include this API server: add it with the extra_cluster_hosts variable",
-        ),
-        SendError::Http(ErrorCode::DnsError(_) | ErrorCode::DnsTimeout | ErrorCode::DestinationNotFound) => {
-            ("connection_failed", "the API server's host name does not resolve")
-        }
-        SendError::Http(ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) | ErrorCode::TlsProtocolError) => (
-            "tls_failed",
-            "TLS to the API server failed: add its CA to Spin's runtime configuration ([[client_tls]])",
-        ),
-        _ => ("connection_failed", "the request to the API server failed"),
-    };
-    SyncError { kind: kind.into(), message: format!("{advice} ({url}: {error})"), status: None }
+        (_, Some(PlannedAction::Delete)) => report.removed += 1,
+        (_, Some(PlannedAction::Create | PlannedAction::Update | PlannedAction::Recreate)) => report.applied += 1,
+        _ => {}
+    }
 }
 
 /// Writes each certificate's sync record and builds the report.
-fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Result<SyncReport> {
+fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bool, started: Instant) -> anyhow::Result<SyncReport> {
     let now = now();
     let mut report = SyncReport::default();
-    let mut by_certificate: std::collections::BTreeMap<(String, String), Vec<Outcome>> = Default::default();
+    let mut by_certificate: BTreeMap<String, (Arc<Certificate>, Vec<Outcome>)> = BTreeMap::new();
     for outcome in outcomes {
-        by_certificate.entry((outcome.namespace.clone(), outcome.name.clone())).or_default().push(outcome);
+        by_certificate.entry(outcome.certificate.id.clone()).or_insert_with(|| (outcome.certificate.clone(), Vec::new())).1.push(outcome);
     }
 
-    for ((namespace, name), outcomes) in by_certificate {
-        let key = records::sync_key(&namespace, &name);
+    for (id, (certificate, outcomes)) in by_certificate {
+        let key = records::sync_key(&certificate.namespace, &certificate.name);
         let mut record: SyncRecord = store.get(&key)?.unwrap_or_default();
+        // A cluster this run reached that the selector no longer matches, or that was purged,
+        // contains nothing of this certificate unless a removal below failed.
+        for cluster in clusters.iter().filter(|cluster| !certificate.deleting && (purge || !certificate.selector.matches(&cluster.labels))) {
+            record.clusters.remove(&cluster.id);
+        }
+
         for outcome in outcomes {
-            if outcome.delete {
-                record_delete(&mut record, &mut report, &namespace, &name, outcome, now);
-                continue;
-            }
-            let previous = record.clusters.get(&outcome.cluster);
-            let state = match &outcome.result {
-                Ok(resource_version) => ClusterSyncState {
-                    state: SyncState::Synced,
-                    version: Some(outcome.version),
-                    fingerprint: Some(outcome.fingerprint.clone()),
-                    resource_version: resource_version.clone(),
-                    attempts: 1,
-                    last_error: None,
-                    updated_at: now,
-                    synced_at: Some(now),
-                },
-                Err(error) => ClusterSyncState {
-                    state: if error.kind == UNMANAGED_SECRET { SyncState::Conflict } else { SyncState::Failed },
-                    // The cluster still stores what it last confirmed.
-                    version: previous.and_then(|previous| previous.version),
-                    fingerprint: previous.and_then(|previous| previous.fingerprint.clone()),
-                    resource_version: previous.and_then(|previous| previous.resource_version.clone()),
-                    attempts: 1,
-                    last_error: Some(error.clone()),
-                    updated_at: now,
-                    synced_at: previous.and_then(|previous| previous.synced_at),
-                },
-            };
-            match (&outcome.result, outcome.action) {
-                (Ok(_), Some(PlannedAction::Unchanged)) => report.unchanged += 1,
-                (Ok(_), Some(PlannedAction::Drifted)) => {
-                    report.drifted += 1;
-                    report.applied += 1;
-                }
-                (Ok(_), _) => report.applied += 1,
-                (Err(_), _) => report.failed += 1,
-            }
+            let previous = record.clusters.remove(&outcome.cluster);
+            let state = next_state(&outcome, previous.as_ref(), now);
+            count(&mut report, &outcome, state.as_ref().map_or(SyncState::Deleted, |state| state.state));
             report.targets.push(TargetReport {
-                certificate: format!("{namespace}/{name}"),
+                certificate: id.clone(),
                 cluster: outcome.cluster.clone(),
-                state: state.state,
-                version: Some(outcome.version),
-                attempts: state.attempts,
+                state: state.as_ref().map_or(SyncState::Deleted, |state| state.state),
+                version: (outcome.kind == TargetKind::Apply).then_some(certificate.version),
+                attempts: outcome.attempts,
                 action: outcome.action,
-                error: state.last_error.clone(),
+                error: outcome.result.as_ref().err().cloned(),
             });
-            record.clusters.insert(outcome.cluster, state);
+            if let Some(state) = state {
+                record.clusters.insert(outcome.cluster, state);
+            }
         }
         store.set(&key, &record)?;
     }
@@ -450,78 +602,64 @@ fn record(store: &Store, outcomes: Vec<Outcome>, started: Instant) -> anyhow::Re
     Ok(report)
 }
 
+/// Computes the recorded state of a target after this run; `None` when the cluster no longer stores
+/// anything of the certificate and leaves its sync record.
+fn next_state(outcome: &Outcome, previous: Option<&ClusterSyncState>, now: chrono::DateTime<chrono::Utc>) -> Option<ClusterSyncState> {
+    match (&outcome.result, outcome.kind) {
+        (Ok(resource_version), TargetKind::Apply) => Some(ClusterSyncState {
+            state: SyncState::Synced,
+            version: Some(outcome.certificate.version),
+            fingerprint: outcome.certificate.wanted.first().map(|secret| secret.fingerprint.clone()),
+            resource_version: resource_version.clone(),
+            attempts: outcome.attempts,
+            last_error: None,
+            updated_at: now,
+            synced_at: Some(now),
+        }),
+        (Ok(_), TargetKind::Delete | TargetKind::Unselect) => None,
+        (Err(error), kind) => Some(ClusterSyncState {
+            state: match kind {
+                TargetKind::Delete => SyncState::Deleting,
+                _ if error.kind == UNMANAGED_SECRET => SyncState::Conflict,
+                _ => SyncState::Failed,
+            },
+            // The cluster still stores what it last confirmed.
+            version: previous.and_then(|previous| previous.version),
+            fingerprint: previous.and_then(|previous| previous.fingerprint.clone()),
+            resource_version: previous.and_then(|previous| previous.resource_version.clone()),
+            attempts: outcome.attempts,
+            last_error: Some(error.clone()),
+            updated_at: now,
+            synced_at: previous.and_then(|previous| previous.synced_at),
+        }),
+    }
+}
+
 /// Builds the report of a dry run: each target with the action it would get and the state that
 /// would follow. Nothing is recorded.
 fn plan_report(outcomes: Vec<Outcome>, started: Instant) -> SyncReport {
     let mut report = SyncReport { dry_run: true, ..SyncReport::default() };
     for outcome in outcomes {
-        let (state, error) = match (&outcome.result, outcome.action) {
-            (Err(error), _) => (SyncState::Failed, Some(error.clone())),
-            (Ok(_), Some(PlannedAction::Conflict)) => (SyncState::Conflict, None),
-            (Ok(_), Some(PlannedAction::Delete | PlannedAction::Absent)) => (SyncState::Deleted, None),
-            (Ok(_), _) => (SyncState::Synced, None),
+        let state = match (&outcome.result, outcome.action, outcome.kind) {
+            (Err(error), _, _) if error.kind == UNMANAGED_SECRET => SyncState::Conflict,
+            (Err(_), _, _) => SyncState::Failed,
+            (Ok(_), _, TargetKind::Delete | TargetKind::Unselect) => SyncState::Deleted,
+            (Ok(_), _, TargetKind::Apply) => SyncState::Synced,
         };
-        match (state, outcome.action) {
-            (SyncState::Failed, _) => report.failed += 1,
-            (_, Some(PlannedAction::Unchanged)) => report.unchanged += 1,
-            (_, Some(PlannedAction::Drifted)) => {
-                report.drifted += 1;
-                report.applied += 1;
-            }
-            (_, Some(PlannedAction::Delete)) => report.removed += 1,
-            (_, Some(PlannedAction::Create | PlannedAction::Update)) => report.applied += 1,
-            _ => {}
-        }
+        count(&mut report, &outcome, state);
         report.targets.push(TargetReport {
-            certificate: format!("{}/{}", outcome.namespace, outcome.name),
+            certificate: outcome.certificate.id.clone(),
             cluster: outcome.cluster,
             state,
-            version: (!outcome.delete).then_some(outcome.version),
-            attempts: 1,
+            version: (outcome.kind == TargetKind::Apply).then_some(outcome.certificate.version),
+            attempts: outcome.attempts,
             action: outcome.action,
-            error,
+            error: outcome.result.err(),
         });
     }
     report.targets.sort_by(|a, b| (&a.certificate, &a.cluster).cmp(&(&b.certificate, &b.cluster)));
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
-}
-
-/// Records the outcome of removing a Secret. A cluster that no longer stores it leaves the sync
-/// record, and one that failed stays in state `deleting` with the error, for the next sync to retry.
-fn record_delete(record: &mut SyncRecord, report: &mut SyncReport, namespace: &str, name: &str, outcome: Outcome, now: chrono::DateTime<chrono::Utc>) {
-    let state = match outcome.result {
-        Ok(_) => {
-            record.clusters.remove(&outcome.cluster);
-            report.removed += 1;
-            SyncState::Deleted
-        }
-        Err(error) => {
-            report.failed += 1;
-            let previous = record.clusters.remove(&outcome.cluster);
-            let state = ClusterSyncState {
-                state: SyncState::Deleting,
-                version: previous.as_ref().and_then(|previous| previous.version),
-                fingerprint: previous.as_ref().and_then(|previous| previous.fingerprint.clone()),
-                resource_version: previous.as_ref().and_then(|previous| previous.resource_version.clone()),
-                attempts: 1,
-                last_error: Some(error),
-                updated_at: now,
-                synced_at: previous.and_then(|previous| previous.synced_at),
-            };
-            record.clusters.insert(outcome.cluster.clone(), state);
-            SyncState::Deleting
-        }
-    };
-    report.targets.push(TargetReport {
-        certificate: format!("{namespace}/{name}"),
-        cluster: outcome.cluster.clone(),
-        state,
-        version: None,
-        attempts: 1,
-        action: outcome.action,
-        error: record.clusters.get(&outcome.cluster).and_then(|state| state.last_error.clone()),
-    });
 }
 
 /// `sync_concurrency`, or 16 with an error in the log when it is invalid.

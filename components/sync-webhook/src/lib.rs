@@ -1,12 +1,14 @@
 //! The sync-webhook component: applies every certificate as a Kubernetes Secret to every
 //! registered cluster, and records the outcome per (certificate, cluster).
 //!
-//! Entry point: `POST /hooks/sync`, signed with `webhook_secret` (see `meshcert_core::signing`).
-//! The api component calls it after each change; pipelines call it to resync.
+//! Entry points, each signed with `webhook_secret` (see `meshcert_core::signing`):
+//! `POST /hooks/sync`, which the api component calls after each change and pipelines call to
+//! resync, and `POST /hooks/probe`, with which the api checks that a cluster responds.
 
 mod apply;
+mod client;
 
-use meshcert_core::api::{SyncReport, SyncRequest, SyncScope};
+use meshcert_core::api::{ProbeRequest, SyncReport, SyncRequest, SyncScope};
 use meshcert_core::records;
 use meshcert_core::signing;
 use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable, Store};
@@ -23,8 +25,9 @@ async fn handle(request: Request) -> Response {
 
     match (path.as_str(), request.method()) {
         ("/hooks/sync", Method::Post) => sync(request).await,
-        ("/hooks/sync", _) => {
-            let mut response = error_response(405, "method_not_allowed", "\"/hooks/sync\" accepts only POST", None);
+        ("/hooks/probe", Method::Post) => probe(request).await,
+        ("/hooks/sync" | "/hooks/probe", _) => {
+            let mut response = error_response(405, "method_not_allowed", &format!("{path:?} accepts only POST"), None);
             response.set_header("allow", "POST");
             response
         }
@@ -33,46 +36,10 @@ async fn handle(request: Request) -> Response {
 }
 
 async fn sync(request: Request) -> Response {
+    if let Err(response) = verify(&request) {
+        return response;
+    }
     let body = request.body();
-    if body.len() > MAX_BODY_BYTES {
-        return error_response(413, "body_too_large", &format!("the body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()), None);
-    }
-
-    // The signature first: nothing is parsed or read for an unsigned caller.
-    let secret = match secret_variable("webhook_secret") {
-        Ok(secret) if !secret.is_empty() => secret,
-        _ => {
-            tracing::error!("variable webhook_secret is not set; every hook call is rejected");
-            return error_response(500, "not_configured", "the webhook_secret variable is not set: set SPIN_VARIABLE_WEBHOOK_SECRET and restart", None);
-        }
-    };
-    let header = |name: &str| request.header(name).and_then(|value| value.as_str());
-    if let Err(error) = signing::verify(
-        secret.expose().as_bytes(),
-        header(signing::TIMESTAMP_HEADER),
-        header(signing::SIGNATURE_HEADER),
-        body,
-        now().timestamp(),
-    ) {
-        tracing::warn!(error = %error, "hook call with an invalid signature rejected");
-        return error_response(401, "invalid_signature", &error.to_string(), None);
-    }
-    match record_signature(header(signing::SIGNATURE_HEADER).unwrap_or_default()) {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!("hook call with a signature already used rejected");
-            return error_response(
-                401,
-                "replayed_signature",
-                "this signature was already used in the last 5 minutes: sign each call anew, with a fresh timestamp or a \"nonce\" field in the body",
-                None,
-            );
-        }
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "failed to record the hook signature");
-            return error_response(500, "internal_error", &format!("{error:#}"), None);
-        }
-    }
 
     let sync_request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SyncRequest::default()
@@ -89,7 +56,9 @@ async fn sync(request: Request) -> Response {
             }
         }
     };
-
+    if sync_request.purge && !matches!(sync_request.scope, Some(SyncScope::Cluster(_))) {
+        return error_response(400, "invalid_scope", "purge removes the Secrets of one cluster: send it with {\"scope\": {\"cluster\": \"id\"}}", Some("purge"));
+    }
     if let Some(response) = missing_scope(sync_request.scope.as_ref()) {
         return response;
     }
@@ -101,6 +70,73 @@ async fn sync(request: Request) -> Response {
             error_response(500, "sync_failed", &format!("{error:#}"), None)
         }
     }
+}
+
+/// `POST /hooks/probe`: sends `GET /version` to one cluster with its stored token, once.
+async fn probe(request: Request) -> Response {
+    if let Err(response) = verify(&request) {
+        return response;
+    }
+    let probe: ProbeRequest = match serde_json::from_slice(request.body()) {
+        Ok(probe) => probe,
+        Err(error) => return error_response(400, "invalid_json", &format!("the body is not a probe request ({error}); send {{\"cluster\": \"id\"}}"), None),
+    };
+    if let Some(response) = missing_scope(Some(&SyncScope::Cluster(probe.cluster.clone()))) {
+        return response;
+    }
+    match apply::probe(&probe.cluster).await {
+        Ok(report) => json_response(200, &report),
+        Err(error) => {
+            tracing::error!(cluster = %probe.cluster, error = format!("{error:#}"), "probe failed");
+            error_response(500, "internal_error", &format!("{error:#}"), None)
+        }
+    }
+}
+
+/// Checks the size, signature and freshness of a hook call, and records its signature so that
+/// it is accepted once.
+fn verify(request: &Request) -> Result<(), Response> {
+    let body = request.body();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(error_response(413, "body_too_large", &format!("the body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()), None));
+    }
+
+    // The signature first: nothing is parsed or read for an unsigned caller.
+    let secret = match secret_variable("webhook_secret") {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => {
+            tracing::error!("variable webhook_secret is not set; every hook call is rejected");
+            return Err(error_response(500, "not_configured", "the webhook_secret variable is not set: set SPIN_VARIABLE_WEBHOOK_SECRET and restart", None));
+        }
+    };
+    let header = |name: &str| request.header(name).and_then(|value| value.as_str());
+    if let Err(error) = signing::verify(
+        secret.expose().as_bytes(),
+        header(signing::TIMESTAMP_HEADER),
+        header(signing::SIGNATURE_HEADER),
+        body,
+        now().timestamp(),
+    ) {
+        tracing::warn!(error = %error, "hook call with an invalid signature rejected");
+        return Err(error_response(401, "invalid_signature", &error.to_string(), None));
+    }
+    match record_signature(header(signing::SIGNATURE_HEADER).unwrap_or_default()) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("hook call with a signature already used rejected");
+            return Err(error_response(
+                401,
+                "replayed_signature",
+                "this signature was already used in the last 5 minutes: sign each call anew, with a fresh timestamp or a \"nonce\" field in the body",
+                None,
+            ));
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "failed to record the hook signature");
+            return Err(error_response(500, "internal_error", &format!("{error:#}"), None));
+        }
+    }
+    Ok(())
 }
 
 /// Records a verified signature; `false` when it was already seen in the timestamp window.
@@ -147,6 +183,7 @@ fn log_summary(report: &SyncReport) {
         unchanged = report.unchanged,
         drifted = report.drifted,
         removed = report.removed,
+        requests = report.requests,
         dry_run = report.dry_run,
         failed = report.failed,
         duration_ms = report.duration_ms,

@@ -43,6 +43,9 @@ pub struct CreateCertificateRequest {
     /// Label selector of target clusters, such as `env=prod`; all clusters when absent.
     #[serde(default)]
     pub clusters: Option<String>,
+    /// Also write the CA to a separate `{name}-cacert` Secret (key `cacert`); needs mTLS.
+    #[serde(default)]
+    pub separate_ca_secret: bool,
 }
 
 /// `PUT /api/v1/certificates/{namespace}/{name}`: new content for a certificate (rotation).
@@ -69,6 +72,9 @@ pub struct ReplaceCertificateRequest {
     /// Label selector of target clusters: absent keeps it, `null` means every cluster.
     #[serde(default, deserialize_with = "present")]
     pub clusters: Option<Option<String>>,
+    /// Whether the CA also goes to a separate `{name}-cacert` Secret; absent keeps it.
+    #[serde(default)]
+    pub separate_ca_secret: Option<bool>,
 }
 
 /// `POST /api/v1/certificates/{namespace}/{name}/rollback`.
@@ -169,6 +175,8 @@ pub struct CertificateDetails {
     pub days_left: i64,
     /// Whether the Secret carries `ca.crt`.
     pub mtls: bool,
+    /// Whether the CA also goes to a separate `{name}-cacert` Secret.
+    pub separate_ca_secret: bool,
     /// Cluster selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<String>,
@@ -253,6 +261,87 @@ pub struct SyncRequest {
     /// signatures: a signature is accepted only once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// With a cluster scope: remove every Secret meshcert manages in that cluster instead of
+    /// applying, before the cluster is unregistered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
+}
+
+/// `POST /hooks/probe`: check that a cluster's API server answers with the stored token.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// Cluster id.
+    pub cluster: String,
+    /// Any unique value, as in [`SyncRequest::nonce`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// The answer of a cluster's API server to `GET /version` with the stored token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// Whether it answered 200.
+    pub reachable: bool,
+    /// The HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `gitVersion` from the answer, such as `v1.31.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Why it is not reachable, with the fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<SyncError>,
+    /// Time of the probe in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// `PATCH /api/v1/clusters/{id}`: absent fields keep their values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClusterRequest {
+    /// A name for people: absent keeps it, `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub display_name: Option<Option<String>>,
+    /// Base URL of the Kubernetes API server.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// A new bearer token (rotation); never returned.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// PEM CA bundle of the API server: absent keeps it, `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub ca_bundle: Option<Option<String>>,
+    /// The new labels, replacing all current ones.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// `GET /api/v1/clusters/{id}`: the cluster, whether it answers, and its Secrets by state.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterDetails {
+    /// The registered cluster.
+    #[serde(flatten)]
+    pub cluster: ClusterView,
+    /// The answer to `GET /version` with the stored token, sent for this request.
+    pub reachability: ProbeReport,
+    /// Certificates meant for this cluster, by sync state (`synced`, `pending`, `failed`,
+    /// `conflict`, `deleting`).
+    pub secrets: BTreeMap<String, usize>,
+    /// Whether Spin trusts the cluster's CA bundle.
+    pub client_tls: ClientTlsStatus,
+}
+
+/// Whether the running Spin configuration trusts a cluster's CA bundle.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientTlsStatus {
+    /// `not_needed` (no CA bundle stored), `trusted` (TLS with it works), `not_trusted` (TLS
+    /// failed: the runtime configuration lacks the CA), or `unknown` (the probe did not get as
+    /// far as TLS).
+    pub state: String,
+    /// What to do, when something is to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The scope of a sync.
@@ -305,9 +394,13 @@ pub struct SyncReport {
     pub drifted: usize,
     /// Targets that failed.
     pub failed: usize,
-    /// Targets whose Secret was removed because the certificate is being deleted.
+    /// Targets whose Secrets were removed: the certificate is being deleted, or its selector no
+    /// longer matches the cluster.
     #[serde(default)]
     pub removed: usize,
+    /// Requests sent to API servers, LISTs and retries included.
+    #[serde(default)]
+    pub requests: usize,
     /// Certificates whose deletion finished: no cluster stores their Secret, and their records are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,

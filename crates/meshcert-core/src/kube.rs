@@ -1,5 +1,8 @@
-//! Kubernetes requests as values: the Secret meshcert applies, the HTTP request that applies it,
-//! and the meaning of the API server's response. Nothing here sends anything.
+//! Kubernetes requests as values: the Secrets meshcert applies, the HTTP requests that read,
+//! write and delete them, and the meaning of the API server's responses. Nothing here sends
+//! anything.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -13,18 +16,25 @@ use crate::secret::SecretString;
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY_VALUE: &str = "meshcert";
-/// The server-side apply field manager.
+/// The field manager of meshcert's writes.
 pub const FIELD_MANAGER: &str = "meshcert";
 /// Annotation with the certificate's version number.
 pub const VERSION_ANNOTATION: &str = "meshcert.io/version";
-/// Annotation with the SHA-256 of the Secret's data.
+/// Annotation with the certificate's content fingerprint ([`content_fingerprint`]).
 pub const FINGERPRINT_ANNOTATION: &str = "meshcert.io/fingerprint";
 /// Annotation with `namespace/name` of the certificate.
 pub const CERTIFICATE_ANNOTATION: &str = "meshcert.io/certificate";
 /// The largest Secret the API server stores: 1 MiB.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+/// The `type` of the Secret Istio gateways read a certificate from.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// The `type` of the separate CA Secret.
+pub const OPAQUE_SECRET_TYPE: &str = "Opaque";
+/// Suffix of the separate CA Secret's name: Istio reads `{credentialName}-cacert` before the
+/// `ca.crt` inside `{credentialName}`.
+pub const CA_SECRET_SUFFIX: &str = "-cacert";
 
-/// The content of one `kubernetes.io/tls` Secret.
+/// The content of one certificate's Secrets, as read from the store.
 pub struct TlsSecret<'a> {
     /// Namespace: where the gateway workload runs.
     pub namespace: &'a str,
@@ -47,14 +57,76 @@ impl TlsSecret<'_> {
         content_fingerprint(self.chain_pem, self.private_key_pem, self.ca_pem)
     }
 
-    /// Builds the Secret object for server-side apply.
-    pub fn manifest(&self) -> Value {
-        let mut data = serde_json::Map::new();
-        data.insert("tls.crt".into(), Value::String(BASE64.encode(self.chain_pem)));
-        data.insert("tls.key".into(), Value::String(BASE64.encode(self.private_key_pem.expose())));
+    /// The `kubernetes.io/tls` Secret named after the certificate.
+    pub fn tls_secret(&self) -> DesiredSecret {
+        let mut data = BTreeMap::new();
+        data.insert("tls.crt", SecretString::new(self.chain_pem));
+        data.insert("tls.key", self.private_key_pem.clone());
         if let Some(ca_pem) = self.ca_pem {
-            data.insert("ca.crt".into(), Value::String(BASE64.encode(ca_pem)));
+            data.insert("ca.crt", SecretString::new(ca_pem));
         }
+        self.desired(self.name.to_string(), TLS_SECRET_TYPE, data)
+    }
+
+    /// The separate `{name}-cacert` Secret with the mTLS CA as `cacert`; `None` without a CA.
+    pub fn ca_secret(&self) -> Option<DesiredSecret> {
+        let ca_pem = self.ca_pem?;
+        let data = BTreeMap::from([("cacert", SecretString::new(ca_pem))]);
+        Some(self.desired(ca_secret_name(self.name), OPAQUE_SECRET_TYPE, data))
+    }
+
+    /// Builds the `kubernetes.io/tls` Secret object, as [`DesiredSecret::manifest`] does.
+    pub fn manifest(&self) -> Value {
+        self.tls_secret().manifest()
+    }
+
+    fn desired(&self, name: String, secret_type: &'static str, data: BTreeMap<&'static str, SecretString>) -> DesiredSecret {
+        DesiredSecret {
+            namespace: self.namespace.to_string(),
+            name,
+            certificate: format!("{}/{}", self.namespace, self.name),
+            secret_type,
+            version: self.version,
+            fingerprint: self.fingerprint(),
+            data,
+        }
+    }
+}
+
+/// The name of the separate CA Secret of certificate `name`.
+pub fn ca_secret_name(name: &str) -> String {
+    format!("{name}{CA_SECRET_SUFFIX}")
+}
+
+/// A Secret as meshcert wants it in a cluster.
+#[derive(Clone, Debug)]
+pub struct DesiredSecret {
+    /// Namespace.
+    pub namespace: String,
+    /// Name: the certificate's name, or [`ca_secret_name`] of it.
+    pub name: String,
+    /// `namespace/name` of the certificate, for [`CERTIFICATE_ANNOTATION`].
+    pub certificate: String,
+    /// `type`.
+    pub secret_type: &'static str,
+    /// The certificate's version, for [`VERSION_ANNOTATION`].
+    pub version: u32,
+    /// The certificate's content fingerprint, for [`FINGERPRINT_ANNOTATION`].
+    pub fingerprint: String,
+    /// `data`, by key, before base64.
+    data: BTreeMap<&'static str, SecretString>,
+}
+
+impl DesiredSecret {
+    /// SHA-256 of each data entry, by key, as [`LiveSecret::data_digests`] holds them.
+    pub fn data_digests(&self) -> BTreeMap<String, String> {
+        self.data.iter().map(|(key, value)| ((*key).to_string(), digest(value.expose().as_bytes()))).collect()
+    }
+
+    /// Builds the Secret object: meshcert's label, the certificate's annotations, `type` and `data`.
+    pub fn manifest(&self) -> Value {
+        let data: serde_json::Map<String, Value> =
+            self.data.iter().map(|(key, value)| ((*key).to_string(), Value::String(BASE64.encode(value.expose())))).collect();
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -64,18 +136,27 @@ impl TlsSecret<'_> {
                 "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE },
                 "annotations": {
                     VERSION_ANNOTATION: self.version.to_string(),
-                    FINGERPRINT_ANNOTATION: self.fingerprint(),
-                    CERTIFICATE_ANNOTATION: format!("{}/{}", self.namespace, self.name),
+                    FINGERPRINT_ANNOTATION: self.fingerprint,
+                    CERTIFICATE_ANNOTATION: self.certificate,
                 },
             },
-            "type": "kubernetes.io/tls",
+            "type": self.secret_type,
             "data": data,
         })
     }
+
+    /// Serializes `object` as a request body, refusing a Secret over the API server's limit.
+    fn body(&self, object: &Value) -> Result<Vec<u8>, RequestError> {
+        let body = serde_json::to_vec(object).map_err(|error| RequestError::Http(error.to_string()))?;
+        if body.len() > MAX_SECRET_BYTES {
+            return Err(RequestError::SecretTooLarge { namespace: self.namespace.clone(), name: self.name.clone(), size: body.len() });
+        }
+        Ok(body)
+    }
 }
 
-/// Computes the fingerprint of a Secret's content: SHA-256 over `tls.crt`, `tls.key` and `ca.crt`, each
-/// prefixed with its name and length so that moving bytes between entries changes it.
+/// Computes the fingerprint of a certificate's content: SHA-256 over `tls.crt`, `tls.key` and
+/// `ca.crt`, each prefixed with its name and length so that moving bytes between entries changes it.
 pub fn content_fingerprint(chain_pem: &str, private_key_pem: &SecretString, ca_pem: Option<&str>) -> String {
     let mut hasher = Sha256::new();
     let entries = [("tls.crt", Some(chain_pem)), ("tls.key", Some(private_key_pem.expose())), ("ca.crt", ca_pem)];
@@ -89,6 +170,10 @@ pub fn content_fingerprint(chain_pem: &str, private_key_pem: &SecretString, ca_p
     hex::encode(hasher.finalize())
 }
 
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The reason a request could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -97,7 +182,7 @@ pub enum RequestError {
     #[error("api_server {0:?} is not a valid http(s) URL")]
     InvalidApiServer(String),
     /// The Secret is over the API server's limit.
-    #[error("Secret {namespace}/{name} would be {size} bytes, over the 1 MiB limit of Kubernetes Secrets")]
+    #[error("Secret {namespace}/{name} would be {size} bytes, over the 1 MiB limit of Kubernetes Secrets: shorten the chain or the CA bundle")]
     SecretTooLarge {
         /// Namespace.
         namespace: String,
@@ -111,45 +196,90 @@ pub enum RequestError {
     Http(String),
 }
 
-/// Builds the server-side apply request for `secret`:
+impl RequestError {
+    /// The error as a recorded sync failure; kind `too_large` or `invalid`.
+    pub fn into_sync_error(self) -> SyncError {
+        let kind = match self {
+            RequestError::SecretTooLarge { .. } => "too_large",
+            _ => "invalid",
+        };
+        SyncError { kind: kind.into(), message: self.to_string(), status: None }
+    }
+}
+
+/// Builds the server-side apply of `secret`:
 /// `PATCH /api/v1/namespaces/{ns}/secrets/{name}?fieldManager=meshcert&force=true` with
-/// `Content-Type: application/apply-patch+yaml` (JSON is valid YAML).
+/// `Content-Type: application/apply-patch+yaml` (JSON is valid YAML). It creates the Secret or
+/// overwrites it, so it is sent only for a Secret that meshcert manages.
 ///
 /// # Errors
 ///
 /// [`RequestError`] for a bad `api_server` or a Secret over 1 MiB.
-pub fn apply_secret_request(api_server: &str, token: &SecretString, secret: &TlsSecret<'_>) -> Result<http::Request<Vec<u8>>, RequestError> {
-    let body = serde_json::to_vec(&secret.manifest()).map_err(|error| RequestError::Http(error.to_string()))?;
-    if body.len() > MAX_SECRET_BYTES {
-        return Err(RequestError::SecretTooLarge { namespace: secret.namespace.into(), name: secret.name.into(), size: body.len() });
-    }
-    let url = secret_url(api_server, secret.namespace, secret.name, "?fieldManager=meshcert&force=true")?;
-
-    http::Request::builder()
-        .method(http::Method::PATCH)
-        .uri(url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        .header(http::header::CONTENT_TYPE, "application/apply-patch+yaml")
-        .header(http::header::ACCEPT, "application/json")
-        .body(body)
-        .map_err(|error| RequestError::Http(error.to_string()))
+pub fn apply_secret_request(api_server: &str, token: &SecretString, secret: &DesiredSecret) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let body = secret.body(&secret.manifest())?;
+    let url = secret_url(api_server, &secret.namespace, Some(&secret.name), &format!("?fieldManager={FIELD_MANAGER}&force=true"))?;
+    request(http::Method::PATCH, url, token, Some("application/apply-patch+yaml"), body)
 }
 
-/// Builds `GET /api/v1/namespaces/{ns}/secrets/{name}`, which reads a live Secret before it is
-/// deleted, so that only a Secret meshcert manages is ever removed.
+/// Builds `POST /api/v1/namespaces/{ns}/secrets?fieldManager=meshcert`, which creates `secret`
+/// and fails with 409 `AlreadyExists` when a Secret of that name exists: a Secret that meshcert
+/// does not manage is never overwritten, even when it appears between the LIST and the write.
+///
+/// # Errors
+///
+/// [`RequestError`] for a bad `api_server` or a Secret over 1 MiB.
+pub fn create_secret_request(api_server: &str, token: &SecretString, secret: &DesiredSecret) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let body = secret.body(&secret.manifest())?;
+    let url = secret_url(api_server, &secret.namespace, None, &format!("?fieldManager={FIELD_MANAGER}"))?;
+    request(http::Method::POST, url, token, Some("application/json"), body)
+}
+
+/// Builds a JSON merge patch that writes `secret` over the managed Secret at `resource_version`
+/// and removes the data entries `stale_keys`. Server-side apply removes only the entries that
+/// meshcert's own apply wrote, so an entry written another way (`ca.crt` from a create, generic
+/// `cert`/`key` added by hand) needs this patch. The resourceVersion is a precondition: the API
+/// server answers 409 when the Secret changed after meshcert read it.
+///
+/// # Errors
+///
+/// [`RequestError`] for a bad `api_server` or a Secret over 1 MiB.
+pub fn replace_data_request(
+    api_server: &str,
+    token: &SecretString,
+    secret: &DesiredSecret,
+    stale_keys: &[String],
+    resource_version: &str,
+) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let mut patch = secret.manifest();
+    patch["metadata"]["resourceVersion"] = resource_version.into();
+    for key in stale_keys {
+        patch["data"][key.as_str()] = Value::Null;
+    }
+    let body = secret.body(&patch)?;
+    let url = secret_url(api_server, &secret.namespace, Some(&secret.name), &format!("?fieldManager={FIELD_MANAGER}"))?;
+    request(http::Method::PATCH, url, token, Some("application/merge-patch+json"), body)
+}
+
+/// Builds the LIST of meshcert's Secrets in `namespace`:
+/// `GET /api/v1/namespaces/{ns}/secrets?labelSelector=app.kubernetes.io/managed-by=meshcert`.
+/// One such request gives the live state of every Secret meshcert manages there.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidApiServer`] for a bad `api_server`.
+pub fn list_secrets_request(api_server: &str, token: &SecretString, namespace: &str) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let url = secret_url(api_server, namespace, None, &format!("?labelSelector={MANAGED_BY_LABEL}%3D{MANAGED_BY_VALUE}"))?;
+    request(http::Method::GET, url, token, None, Vec::new())
+}
+
+/// Builds `GET /api/v1/namespaces/{ns}/secrets/{name}`.
 ///
 /// # Errors
 ///
 /// [`RequestError::InvalidApiServer`] for a bad `api_server`.
 pub fn get_secret_request(api_server: &str, token: &SecretString, namespace: &str, name: &str) -> Result<http::Request<Vec<u8>>, RequestError> {
-    let url = secret_url(api_server, namespace, name, "")?;
-    http::Request::builder()
-        .method(http::Method::GET)
-        .uri(url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        .header(http::header::ACCEPT, "application/json")
-        .body(Vec::new())
-        .map_err(|error| RequestError::Http(error.to_string()))
+    let url = secret_url(api_server, namespace, Some(name), "")?;
+    request(http::Method::GET, url, token, None, Vec::new())
 }
 
 /// Builds the `DELETE` of a Secret with a `resourceVersion` precondition: the API server refuses
@@ -166,28 +296,48 @@ pub fn delete_secret_request(
     name: &str,
     resource_version: &str,
 ) -> Result<http::Request<Vec<u8>>, RequestError> {
-    let url = secret_url(api_server, namespace, name, "")?;
+    let url = secret_url(api_server, namespace, Some(name), "")?;
     let options = json!({
         "apiVersion": "v1",
         "kind": "DeleteOptions",
         "preconditions": { "resourceVersion": resource_version },
     });
-    http::Request::builder()
-        .method(http::Method::DELETE)
+    request(http::Method::DELETE, url, token, Some("application/json"), options.to_string().into_bytes())
+}
+
+/// Builds `GET /version`, which any authenticated client may read: it shows that the API server
+/// answers and accepts the token.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidApiServer`] for a bad `api_server`.
+pub fn version_request(api_server: &str, token: &SecretString) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let url = format!("{}/version", base_url(api_server)?);
+    request(http::Method::GET, url, token, None, Vec::new())
+}
+
+fn request(method: http::Method, url: String, token: &SecretString, content_type: Option<&str>, body: Vec<u8>) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let mut builder = http::Request::builder()
+        .method(method)
         .uri(url)
         .header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::ACCEPT, "application/json")
-        .body(options.to_string().into_bytes())
-        .map_err(|error| RequestError::Http(error.to_string()))
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(content_type) = content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body).map_err(|error| RequestError::Http(error.to_string()))
 }
 
 /// The facts meshcert reads from a live Secret: its owner, its revision, and whether its content
-/// is what meshcert last applied.
+/// is what meshcert last applied. The data itself is kept only as digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveSecret {
+    /// `metadata.name`.
+    pub name: String,
     /// `metadata.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `type`.
+    pub secret_type: Option<String>,
     /// Whether it carries `app.kubernetes.io/managed-by: meshcert`.
     pub managed: bool,
     /// The `meshcert.io/certificate` annotation: `namespace/name` of the certificate it holds.
@@ -196,101 +346,144 @@ pub struct LiveSecret {
     pub version: Option<u32>,
     /// The `meshcert.io/fingerprint` annotation: the content meshcert applied.
     pub fingerprint: Option<String>,
-    /// The fingerprint of its current content, computed as [`content_fingerprint`] does;
-    /// `None` when `tls.crt` or `tls.key` is missing or not UTF-8.
-    pub data_fingerprint: Option<String>,
+    /// SHA-256 of each `data` entry's decoded bytes, by key; an entry that is not valid base64
+    /// gets an empty digest, which matches nothing.
+    pub data_digests: BTreeMap<String, String>,
 }
 
 impl LiveSecret {
     /// Reads a Secret object from a GET response body; `None` when it is not one.
     pub fn parse(body: &[u8]) -> Option<Self> {
-        let secret: Value = serde_json::from_slice(body).ok()?;
+        Self::from_object(&serde_json::from_slice(body).ok()?)
+    }
+
+    /// Reads the items of a `SecretList` response body; `None` when it is not one.
+    pub fn parse_list(body: &[u8]) -> Option<Vec<Self>> {
+        let list: Value = serde_json::from_slice(body).ok()?;
+        list.get("items")?.as_array()?.iter().map(Self::from_object).collect()
+    }
+
+    fn from_object(secret: &Value) -> Option<Self> {
         let metadata = secret.get("metadata")?;
         let annotation = |name: &str| metadata["annotations"][name].as_str().map(str::to_string);
+        let data_digests = secret["data"]
+            .as_object()
+            .map(|data| {
+                data.iter()
+                    .map(|(key, value)| {
+                        let decoded = value.as_str().and_then(|encoded| BASE64.decode(encoded).ok());
+                        (key.clone(), decoded.map(|bytes| digest(&bytes)).unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Self {
+            name: metadata["name"].as_str().unwrap_or_default().to_string(),
             resource_version: metadata["resourceVersion"].as_str().map(str::to_string),
+            secret_type: secret["type"].as_str().map(str::to_string),
             managed: metadata["labels"][MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY_VALUE),
             certificate: annotation(CERTIFICATE_ANNOTATION),
             version: annotation(VERSION_ANNOTATION).and_then(|version| version.parse().ok()),
             fingerprint: annotation(FINGERPRINT_ANNOTATION),
-            data_fingerprint: data_fingerprint(&secret["data"]),
+            data_digests,
         })
     }
 
-    /// Returns whether meshcert may delete it as the Secret of certificate `namespace/name`: it carries
-    /// meshcert's label, and its certificate annotation, when present, names this certificate.
-    pub fn deletable_for(&self, namespace: &str, name: &str) -> bool {
-        self.managed && self.certificate.as_deref().is_none_or(|certificate| certificate == format!("{namespace}/{name}"))
+    /// Returns whether meshcert may change or delete it as a Secret of certificate `certificate`
+    /// (`namespace/name`): it carries meshcert's label, and its certificate annotation, when
+    /// present, names that certificate.
+    pub fn managed_for(&self, certificate: &str) -> bool {
+        self.managed && self.certificate.as_deref().is_none_or(|annotated| annotated == certificate)
+    }
+
+    /// The data entries it has that `desired` does not, which a write must remove: Istio reads a
+    /// generic `cert`/`key` before `tls.crt`/`tls.key`, so a stale one would shadow the new content.
+    pub fn stale_keys(&self, desired: &DesiredSecret) -> Vec<String> {
+        let wanted: BTreeSet<&str> = desired.data.keys().copied().collect();
+        self.data_digests.keys().filter(|key| !wanted.contains(key.as_str())).cloned().collect()
     }
 }
 
-/// Fingerprints the `tls.crt`, `tls.key` and `ca.crt` entries of a live Secret's `data`.
-fn data_fingerprint(data: &Value) -> Option<String> {
-    let entry = |name: &str| -> Option<String> {
-        let encoded = data.get(name)?.as_str()?;
-        String::from_utf8(BASE64.decode(encoded).ok()?).ok()
-    };
-    let key = SecretString::new(entry("tls.key")?);
-    Some(content_fingerprint(&entry("tls.crt")?, &key, entry("ca.crt").as_deref()))
-}
-
-/// The action of a sync on one (certificate, cluster) target, decided from the live Secret.
+/// The action of a sync on one Secret, decided from the live Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlannedAction {
-    /// No Secret of that name: apply creates it.
+    /// No Secret of that name: it is created.
     Create,
-    /// meshcert's Secret contains another version: apply replaces it.
+    /// meshcert's Secret contains another version: it is replaced.
     Update,
     /// meshcert's Secret contains this version, untouched: nothing to send.
     Unchanged,
-    /// meshcert's Secret claims this version but its data was edited in the cluster: apply repairs it.
+    /// meshcert's Secret claims this version but its data was edited in the cluster: it is repaired.
     Drifted,
+    /// meshcert's Secret has another `type`, which cannot change in place: it is deleted and created.
+    Recreate,
     /// A Secret of that name that meshcert does not manage: left alone.
     Conflict,
-    /// The certificate is being deleted and meshcert's Secret is there: it is removed.
+    /// meshcert's Secret is no longer wanted there: it is removed.
     Delete,
-    /// The certificate is being deleted and no Secret of meshcert's is there: nothing to do.
+    /// Nothing of meshcert's is there and nothing should be: nothing to do.
     Absent,
 }
 
 impl PlannedAction {
-    /// Returns whether the action sends a server-side apply.
+    /// Returns whether the action writes the Secret.
     pub fn applies(self) -> bool {
-        matches!(self, PlannedAction::Create | PlannedAction::Update | PlannedAction::Drifted)
+        matches!(self, PlannedAction::Create | PlannedAction::Update | PlannedAction::Drifted | PlannedAction::Recreate)
     }
 }
 
-/// Decides what to do with the Secret of certificate `namespace/name` at `version`, whose content
-/// has the fingerprint `fingerprint`, given the live Secret (`None` when the cluster has none).
-pub fn plan_apply(live: Option<&LiveSecret>, namespace: &str, name: &str, version: u32, fingerprint: &str) -> PlannedAction {
+/// Decides what to do with the Secret `desired`, given the live Secret of that name (`None` when
+/// the cluster has none).
+pub fn plan_apply(live: Option<&LiveSecret>, desired: &DesiredSecret) -> PlannedAction {
     let Some(live) = live else {
         return PlannedAction::Create;
     };
-    if !live.deletable_for(namespace, name) {
+    if !live.managed_for(&desired.certificate) {
         return PlannedAction::Conflict;
     }
-    let claims_this_version = live.version == Some(version) && live.fingerprint.as_deref() == Some(fingerprint);
-    match (claims_this_version, live.data_fingerprint.as_deref() == Some(fingerprint)) {
+    if live.secret_type.as_deref() != Some(desired.secret_type) {
+        return PlannedAction::Recreate;
+    }
+    let claims_this_version = live.version == Some(desired.version) && live.fingerprint.as_deref() == Some(desired.fingerprint.as_str());
+    match (claims_this_version, live.data_digests == desired.data_digests()) {
         (true, true) => PlannedAction::Unchanged,
         (true, false) => PlannedAction::Drifted,
         (false, _) => PlannedAction::Update,
     }
 }
 
-fn secret_url(api_server: &str, namespace: &str, name: &str, query: &str) -> Result<String, RequestError> {
+/// Decides what to do with a Secret that meshcert no longer wants in a cluster (its certificate
+/// is deleted, its selector no longer matches, or mTLS was turned off): remove it when it is
+/// meshcert's Secret of `certificate`, and otherwise leave it alone.
+pub fn plan_removal(live: Option<&LiveSecret>, certificate: &str) -> PlannedAction {
+    match live {
+        Some(live) if live.managed_for(certificate) => PlannedAction::Delete,
+        _ => PlannedAction::Absent,
+    }
+}
+
+fn base_url(api_server: &str) -> Result<String, RequestError> {
     let base = url::Url::parse(api_server).map_err(|_| RequestError::InvalidApiServer(api_server.into()))?;
     if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
         return Err(RequestError::InvalidApiServer(api_server.into()));
     }
-    // Namespace and name are DNS-1123 names, so they need no percent-encoding.
-    Ok(format!("{}/api/v1/namespaces/{namespace}/secrets/{name}{query}", base.as_str().trim_end_matches('/')))
+    Ok(base.as_str().trim_end_matches('/').to_string())
 }
 
-/// The outcome of an apply, read from the API server's response.
+fn secret_url(api_server: &str, namespace: &str, name: Option<&str>, query: &str) -> Result<String, RequestError> {
+    // Namespace and name are DNS-1123 names, so they need no percent-encoding.
+    let base = base_url(api_server)?;
+    Ok(match name {
+        Some(name) => format!("{base}/api/v1/namespaces/{namespace}/secrets/{name}{query}"),
+        None => format!("{base}/api/v1/namespaces/{namespace}/secrets{query}"),
+    })
+}
+
+/// The outcome of a write, read from the API server's response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ApplyOutcome {
-    /// Applied; the Secret's new resourceVersion.
+    /// Written; the Secret's new resourceVersion.
     Applied {
         /// `metadata.resourceVersion` of the stored Secret.
         resource_version: Option<String>,
@@ -299,7 +492,7 @@ pub enum ApplyOutcome {
     Failed(SyncError),
 }
 
-/// Reads the response to an apply: a 2xx with the Secret, or a Kubernetes `Status` error.
+/// Reads the response to a write: a 2xx with the Secret, or a Kubernetes `Status` error.
 pub fn read_apply_response(status: u16, body: &[u8]) -> ApplyOutcome {
     if (200..300).contains(&status) {
         let resource_version = serde_json::from_slice::<Value>(body)
@@ -310,21 +503,30 @@ pub fn read_apply_response(status: u16, body: &[u8]) -> ApplyOutcome {
     ApplyOutcome::Failed(status_error(status, body))
 }
 
+/// Returns whether a response is a `Status` with reason `AlreadyExists`: a create found a
+/// Secret of that name.
+pub fn is_already_exists(status: u16, body: &[u8]) -> bool {
+    status == 409 && serde_json::from_slice::<Value>(body).is_ok_and(|status| status["reason"] == "AlreadyExists")
+}
+
 /// Turns a non-2xx response into a [`SyncError`] that keeps the status's Kubernetes meaning.
 pub fn status_error(status: u16, body: &[u8]) -> SyncError {
-    let server_message = serde_json::from_slice::<Value>(body)
-        .ok()
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let server_message = parsed
+        .as_ref()
         .and_then(|value| value["message"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
+    let missing_namespace = parsed.as_ref().is_some_and(|value| value["details"]["kind"] == "namespaces") || server_message.starts_with("namespaces \"");
 
     let (kind, advice) = match status {
-        401 => ("unauthorized", "the cluster rejected the token: check that meshcert's ServiceAccount token in this cluster is still valid"),
-        403 => ("forbidden", "the token lacks RBAC permission: grant get, list, patch and delete on Secrets in this namespace"),
-        404 => ("namespace_not_found", "the namespace does not exist in this cluster: create it, or move the certificate to the gateway's namespace"),
-        409 => ("conflict", "the Secret changed during the update: the next sync retries"),
+        401 => ("unauthorized", "the cluster rejected the token: check that meshcert's ServiceAccount token in this cluster is still valid, and rotate it with PATCH /api/v1/clusters/{id}"),
+        403 => ("forbidden", "the token lacks RBAC permission: grant get, list, create, patch and delete on Secrets in this namespace (see the README)"),
+        404 if missing_namespace => ("namespace_not_found", "the namespace does not exist in this cluster: create it, or move the certificate to the gateway's namespace"),
+        404 => ("not_found", "the Secret disappeared during the sync: the next sync creates it again"),
+        409 => ("conflict", "the Secret changed during the sync: the next sync reads it again"),
         422 => ("invalid", "the API server rejected the Secret as invalid"),
-        429 => ("rate_limited", "the API server is throttling requests: the next sync retries"),
-        500..=599 => ("server_error", "the API server failed: the next sync retries"),
+        429 => ("rate_limited", "the API server kept throttling requests: the next sync retries"),
+        500..=599 => ("server_error", "the API server kept failing: the next sync retries"),
         _ => ("unexpected_response", "unexpected answer from the API server"),
     };
     let message = if server_message.is_empty() {
@@ -335,12 +537,22 @@ pub fn status_error(status: u16, body: &[u8]) -> SyncError {
     SyncError { kind: kind.into(), message, status: Some(status) }
 }
 
+/// Returns whether a failed request is worth repeating within the same sync: throttling, server
+/// errors, timeouts and refused connections pass; every other 4xx will fail the same way again.
+pub fn is_retryable(error: &SyncError) -> bool {
+    matches!(error.kind.as_str(), "rate_limited" | "server_error" | "timeout" | "connection_refused")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn secret(key: &SecretString) -> TlsSecret<'_> {
         TlsSecret { namespace: "istio-system", name: "web", chain_pem: "CHAIN", private_key_pem: key, ca_pem: None, version: 2 }
+    }
+
+    fn live(manifest: &Value) -> LiveSecret {
+        LiveSecret::parse(manifest.to_string().as_bytes()).unwrap()
     }
 
     #[test]
@@ -352,16 +564,32 @@ mod tests {
         assert_eq!(manifest["type"], "kubernetes.io/tls");
         assert_eq!(manifest["metadata"]["labels"][MANAGED_BY_LABEL], "meshcert");
         assert_eq!(manifest["metadata"]["annotations"][VERSION_ANNOTATION], "2");
+        assert_eq!(manifest["metadata"]["annotations"][CERTIFICATE_ANNOTATION], "istio-system/web");
         assert_eq!(manifest["data"]["tls.crt"], BASE64.encode("CHAIN"));
         assert_eq!(manifest["data"]["tls.key"], BASE64.encode("KEY"));
         assert!(manifest["data"].get("ca.crt").is_none());
     }
 
     #[test]
+    fn ca_secret_holds_only_the_ca() {
+        let key = SecretString::new("KEY");
+        let mtls = TlsSecret { ca_pem: Some("CA"), ..secret(&key) };
+
+        let manifest = mtls.ca_secret().unwrap().manifest();
+
+        assert!(secret(&key).ca_secret().is_none());
+        assert_eq!(manifest["metadata"]["name"], "web-cacert");
+        assert_eq!(manifest["type"], "Opaque");
+        assert_eq!(manifest["data"], json!({ "cacert": BASE64.encode("CA") }));
+        assert_eq!(manifest["metadata"]["annotations"][CERTIFICATE_ANNOTATION], "istio-system/web");
+        assert_eq!(mtls.tls_secret().manifest()["data"]["ca.crt"], BASE64.encode("CA"));
+    }
+
+    #[test]
     fn apply_request_is_server_side_apply() {
         let key = SecretString::new("KEY");
 
-        let request = apply_secret_request("https://east.example:6443/", &SecretString::new("t0ken"), &secret(&key)).unwrap();
+        let request = apply_secret_request("https://east.example:6443/", &SecretString::new("t0ken"), &secret(&key).tls_secret()).unwrap();
 
         assert_eq!(request.method(), http::Method::PATCH);
         assert_eq!(
@@ -373,11 +601,54 @@ mod tests {
     }
 
     #[test]
+    fn create_and_list_requests() {
+        let key = SecretString::new("KEY");
+        let token = SecretString::new("t");
+
+        let create = create_secret_request("https://east.example:6443", &token, &secret(&key).tls_secret()).unwrap();
+        let list = list_secrets_request("https://east.example:6443", &token, "istio-system").unwrap();
+
+        assert_eq!(create.method(), http::Method::POST);
+        assert_eq!(create.uri().to_string(), "https://east.example:6443/api/v1/namespaces/istio-system/secrets?fieldManager=meshcert");
+        assert_eq!(list.method(), http::Method::GET);
+        assert_eq!(
+            list.uri().to_string(),
+            "https://east.example:6443/api/v1/namespaces/istio-system/secrets?labelSelector=app.kubernetes.io/managed-by%3Dmeshcert"
+        );
+    }
+
+    #[test]
+    fn replace_data_request_removes_stale_keys_at_a_revision() {
+        let key = SecretString::new("KEY");
+
+        let request =
+            replace_data_request("https://east.example:6443", &SecretString::new("t"), &secret(&key).tls_secret(), &["cert".into()], "41").unwrap();
+        let patch: Value = serde_json::from_slice(request.body()).unwrap();
+
+        assert_eq!(request.headers()[http::header::CONTENT_TYPE], "application/merge-patch+json");
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        assert_eq!(patch["data"]["cert"], Value::Null);
+        assert_eq!(patch["data"]["tls.key"], BASE64.encode("KEY"));
+    }
+
+    #[test]
+    fn requests_refuse_a_secret_over_one_mebibyte() {
+        let key = SecretString::new("KEY");
+        let chain = "A".repeat(MAX_SECRET_BYTES);
+        let big = TlsSecret { chain_pem: &chain, ..secret(&key) };
+
+        let error = create_secret_request("https://east.example:6443", &SecretString::new("t"), &big.tls_secret()).unwrap_err();
+
+        assert!(matches!(error, RequestError::SecretTooLarge { .. }));
+        assert_eq!(error.into_sync_error().kind, "too_large");
+    }
+
+    #[test]
     fn apply_request_rejects_bad_server() {
         let key = SecretString::new("KEY");
 
-        assert!(apply_secret_request("ftp://x", &SecretString::new("t"), &secret(&key)).is_err());
-        assert!(apply_secret_request("not a url", &SecretString::new("t"), &secret(&key)).is_err());
+        assert!(apply_secret_request("ftp://x", &SecretString::new("t"), &secret(&key).tls_secret()).is_err());
+        assert!(apply_secret_request("not a url", &SecretString::new("t"), &secret(&key).tls_secret()).is_err());
     }
 
     #[test]
@@ -392,53 +663,97 @@ mod tests {
     }
 
     #[test]
-    fn live_secret_is_deletable_only_when_managed() {
+    fn live_secret_is_managed_only_with_label_and_own_annotation() {
         let key = SecretString::new("KEY");
         let mut managed = secret(&key).manifest();
         managed["metadata"]["resourceVersion"] = "7".into();
         let unmanaged = json!({ "metadata": { "name": "web", "resourceVersion": "8" }, "type": "kubernetes.io/tls" });
         let other = json!({ "metadata": { "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE }, "annotations": { CERTIFICATE_ANNOTATION: "shop/web" } } });
 
-        let live = LiveSecret::parse(managed.to_string().as_bytes()).unwrap();
+        let parsed = live(&managed);
 
-        assert_eq!(live.resource_version.as_deref(), Some("7"));
-        assert!(live.deletable_for("istio-system", "web"));
-        assert!(!LiveSecret::parse(unmanaged.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
-        assert!(!LiveSecret::parse(other.to_string().as_bytes()).unwrap().deletable_for("istio-system", "web"));
+        assert_eq!(parsed.resource_version.as_deref(), Some("7"));
+        assert_eq!(parsed.name, "web");
+        assert!(parsed.managed_for("istio-system/web"));
+        assert!(!live(&unmanaged).managed_for("istio-system/web"));
+        assert!(!live(&other).managed_for("istio-system/web"));
         assert_eq!(LiveSecret::parse(b"not json"), None);
+    }
+
+    #[test]
+    fn list_parses_items() {
+        let key = SecretString::new("KEY");
+        let list = json!({ "kind": "SecretList", "items": [secret(&key).manifest()] });
+
+        let items = LiveSecret::parse_list(list.to_string().as_bytes()).unwrap();
+
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].data_digests.len(), 2);
+        assert_eq!(LiveSecret::parse_list(b"{}"), None);
     }
 
     #[test]
     fn plan_compares_live_content() {
         let key = SecretString::new("KEY");
-        let ours = secret(&key);
-        let fingerprint = ours.fingerprint();
-        let mut manifest = ours.manifest();
-        let live = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
+        let desired = secret(&key).tls_secret();
+        let mut manifest = desired.manifest();
+        let newer = TlsSecret { version: 3, ..secret(&key) }.tls_secret();
 
-        assert_eq!(plan_apply(None, "istio-system", "web", 2, &fingerprint), PlannedAction::Create);
-        assert_eq!(plan_apply(Some(&live), "istio-system", "web", 2, &fingerprint), PlannedAction::Unchanged);
-        assert_eq!(plan_apply(Some(&live), "istio-system", "web", 3, "other"), PlannedAction::Update);
+        assert_eq!(plan_apply(None, &desired), PlannedAction::Create);
+        assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Unchanged);
+        assert_eq!(plan_apply(Some(&live(&manifest)), &newer), PlannedAction::Update);
 
         manifest["data"]["tls.crt"] = BASE64.encode("EDITED").into();
-        let edited = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
-        assert_eq!(plan_apply(Some(&edited), "istio-system", "web", 2, &fingerprint), PlannedAction::Drifted);
+        assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Drifted);
+
+        manifest["type"] = "Opaque".into();
+        assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Recreate);
 
         manifest["metadata"]["labels"] = json!({});
-        let foreign = LiveSecret::parse(manifest.to_string().as_bytes()).unwrap();
-        assert_eq!(plan_apply(Some(&foreign), "istio-system", "web", 2, &fingerprint), PlannedAction::Conflict);
+        assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Conflict);
+    }
+
+    #[test]
+    fn generic_entries_are_drift_and_stale() {
+        let key = SecretString::new("KEY");
+        let desired = secret(&key).tls_secret();
+        let mut manifest = desired.manifest();
+        manifest["data"]["cert"] = BASE64.encode("OLD").into();
+
+        let parsed = live(&manifest);
+
+        assert_eq!(plan_apply(Some(&parsed), &desired), PlannedAction::Drifted);
+        assert_eq!(parsed.stale_keys(&desired), vec!["cert".to_string()]);
+    }
+
+    #[test]
+    fn removal_only_of_managed_secrets() {
+        let key = SecretString::new("KEY");
+        let mut manifest = secret(&key).manifest();
+
+        assert_eq!(plan_removal(Some(&live(&manifest)), "istio-system/web"), PlannedAction::Delete);
+        assert_eq!(plan_removal(None, "istio-system/web"), PlannedAction::Absent);
+
+        manifest["metadata"]["labels"] = json!({});
+        assert_eq!(plan_removal(Some(&live(&manifest)), "istio-system/web"), PlannedAction::Absent);
     }
 
     #[test]
     fn status_error_keeps_meaning() {
-        let body = br#"{"kind":"Status","message":"namespaces \"shop\" not found","reason":"NotFound","code":404}"#;
+        let body = br#"{"kind":"Status","message":"namespaces \"shop\" not found","reason":"NotFound","details":{"name":"shop","kind":"namespaces"},"code":404}"#;
+        let gone = br#"{"kind":"Status","message":"secrets \"web\" not found","reason":"NotFound","details":{"name":"web","kind":"secrets"},"code":404}"#;
 
         let error = status_error(404, body);
 
         assert_eq!(error.kind, "namespace_not_found");
         assert!(error.message.contains("namespaces \"shop\" not found"));
+        assert_eq!(status_error(404, gone).kind, "not_found");
         assert_eq!(status_error(403, b"").kind, "forbidden");
         assert_eq!(status_error(503, b"").kind, "server_error");
+        assert!(is_retryable(&status_error(429, b"")));
+        assert!(!is_retryable(&status_error(422, b"")));
+        assert!(is_already_exists(409, br#"{"kind":"Status","reason":"AlreadyExists","code":409}"#));
+        assert!(!is_already_exists(409, br#"{"kind":"Status","reason":"Conflict","code":409}"#));
     }
 
     #[test]

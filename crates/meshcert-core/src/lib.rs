@@ -24,6 +24,7 @@ pub mod expiry;
 pub mod key;
 pub mod kube;
 pub mod names;
+pub mod outbound;
 pub mod pem_blocks;
 pub mod records;
 pub mod secret;

@@ -154,6 +154,10 @@ pub struct CertificateHead {
     pub state: CertificateState,
     /// Whether the Secret carries `ca.crt` for mutual TLS.
     pub mtls: bool,
+    /// Whether sync also writes the CA to a separate `{name}-cacert` Secret, for gateways that
+    /// read that form. Only with mTLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub separate_ca_secret: bool,
     /// Label selector of the clusters that receive it, such as `env=prod`; `None` means all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clusters: Option<String>,
@@ -359,24 +363,54 @@ pub struct SyncRecord {
 }
 
 impl SyncRecord {
-    /// Summarizes the states in one word for the list view: `synced` when every cluster is, `failed` when none is and one
-    /// failed, `partial` when some are, `pending` when nothing has been attempted, `none` when no
-    /// cluster is registered.
-    pub fn summary(&self) -> &'static str {
-        let states: Vec<SyncState> = self.clusters.values().map(|state| state.state).collect();
-        if states.is_empty() {
-            return "none";
+    /// The state of a certificate at `version` (current since `since`) in each registered
+    /// cluster, given as `(id, selected)`, as the API shows it: a selected cluster with no record
+    /// yet, or one that contains an older version, is `pending`; a cluster that is not selected (the
+    /// selector no longer matches it, or the certificate is being deleted) is shown only while
+    /// a failure keeps it there; a cluster that is no longer registered is left out.
+    pub fn states_for(&self, version: u32, since: DateTime<Utc>, clusters: &[(&str, bool)]) -> BTreeMap<String, ClusterSyncState> {
+        let mut states = BTreeMap::new();
+        for &(id, selected) in clusters {
+            let recorded = self.clusters.get(id);
+            let state = match recorded {
+                Some(recorded) if !selected && matches!(recorded.state, SyncState::Synced | SyncState::Pending) => continue,
+                None if !selected => continue,
+                Some(recorded) if recorded.state == SyncState::Synced && recorded.version != Some(version) => {
+                    ClusterSyncState { state: SyncState::Pending, ..recorded.clone() }
+                }
+                Some(recorded) => recorded.clone(),
+                None => ClusterSyncState {
+                    state: SyncState::Pending,
+                    version: None,
+                    fingerprint: None,
+                    resource_version: None,
+                    attempts: 0,
+                    last_error: None,
+                    updated_at: since,
+                    synced_at: None,
+                },
+            };
+            states.insert(id.to_string(), state);
         }
-        let synced = states.iter().filter(|state| **state == SyncState::Synced).count();
-        if synced == states.len() {
-            "synced"
-        } else if synced > 0 {
-            "partial"
-        } else if states.iter().all(|state| *state == SyncState::Pending) {
-            "pending"
-        } else {
-            "failed"
-        }
+        states
+    }
+}
+
+/// Summarizes per-cluster states in one word for the list view: `synced` when every cluster
+/// contains the current version, `partial` when some do and others failed, `failed` when a
+/// cluster failed and none contains it, `pending` when the rest waits for a sync, and `none` when
+/// no registered cluster is selected.
+pub fn sync_summary(states: &BTreeMap<String, ClusterSyncState>) -> &'static str {
+    if states.is_empty() {
+        return "none";
+    }
+    let synced = states.values().filter(|state| state.state == SyncState::Synced).count();
+    let failed = states.values().any(|state| matches!(state.state, SyncState::Failed | SyncState::Conflict));
+    match (synced, failed) {
+        (synced, _) if synced == states.len() => "synced",
+        (0, true) => "failed",
+        (_, true) => "partial",
+        _ => "pending",
     }
 }
 
@@ -433,5 +467,50 @@ mod tests {
         let longest = check_key_length("istio-system", &"a".repeat(253)).unwrap_err();
 
         assert_eq!(version_key("istio-system", &"a".repeat(longest), u32::MAX).len(), MAX_KEY_BYTES);
+    }
+
+    fn state(state: SyncState, version: u32) -> ClusterSyncState {
+        ClusterSyncState {
+            state,
+            version: Some(version),
+            fingerprint: None,
+            resource_version: None,
+            attempts: 1,
+            last_error: None,
+            updated_at: DateTime::from_timestamp(0, 0).unwrap(),
+            synced_at: None,
+        }
+    }
+
+    #[test]
+    fn states_show_pending_and_skip_unselected_clusters() {
+        let clusters = [("east", true), ("west", true), ("north", true), ("lab", false)];
+        let record = SyncRecord {
+            clusters: BTreeMap::from([
+                ("east".to_string(), state(SyncState::Synced, 2)),
+                ("west".to_string(), state(SyncState::Synced, 1)),
+                ("lab".to_string(), state(SyncState::Synced, 1)),
+                ("gone".to_string(), state(SyncState::Synced, 2)),
+            ]),
+        };
+
+        let states = record.states_for(2, DateTime::from_timestamp(0, 0).unwrap(), &clusters);
+
+        let names: Vec<(&str, SyncState)> = states.iter().map(|(id, state)| (id.as_str(), state.state)).collect();
+        assert_eq!(names, vec![("east", SyncState::Synced), ("north", SyncState::Pending), ("west", SyncState::Pending)]);
+        assert_eq!(sync_summary(&states), "pending");
+    }
+
+    #[test]
+    fn summary_words() {
+        let of = |states: &[SyncState]| -> BTreeMap<String, ClusterSyncState> {
+            states.iter().enumerate().map(|(index, s)| (index.to_string(), state(*s, 1))).collect()
+        };
+
+        assert_eq!(sync_summary(&of(&[])), "none");
+        assert_eq!(sync_summary(&of(&[SyncState::Synced, SyncState::Synced])), "synced");
+        assert_eq!(sync_summary(&of(&[SyncState::Synced, SyncState::Failed])), "partial");
+        assert_eq!(sync_summary(&of(&[SyncState::Conflict, SyncState::Pending])), "failed");
+        assert_eq!(sync_summary(&of(&[SyncState::Synced, SyncState::Pending])), "pending");
     }
 }

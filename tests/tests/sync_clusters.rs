@@ -1,0 +1,283 @@
+//! The sync against clusters that fail, throttle, hold foreign or outdated Secrets, or change
+//! their labels and tokens: each behaviour of the sync-webhook component, end to end.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use meshcert_fake_kube::{FakeCluster, StatusFault};
+use serde_json::{json, Value};
+use support::{fake_cluster, secret_entry, upload, Certificates, TestApp};
+
+fn encode(text: &str) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(text))
+}
+
+async fn register_with_token(test: &TestApp, cluster: &FakeCluster, token: &str) {
+    let registration = json!({ "id": cluster.name(), "api_server": cluster.url(), "token": token });
+    let (status, body) = test.call("POST", "/api/v1/clusters", Some(&registration)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+fn writes(cluster: &FakeCluster) -> Vec<String> {
+    cluster.requests().into_iter().filter(|request| request.method != "GET").map(|request| format!("{} {}", request.method, request.path)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_their_kubernetes_meaning() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let test = TestApp::start().await;
+    let mut clusters = Vec::new();
+    for name in ["healthy", "unauthorized", "forbidden", "invalid", "conflict", "throttled", "failing", "flaky", "refused"] {
+        let cluster = fake_cluster(name).await;
+        let token = if name == "unauthorized" { "a-revoked-token".to_string() } else { cluster.token().to_string() };
+        register_with_token(&test, &cluster, &token).await;
+        clusters.push(cluster);
+    }
+    let cluster = |name: &str| clusters.iter().find(|cluster| cluster.name() == name).unwrap();
+    cluster("forbidden").set_status_fault(Some(StatusFault::new(403)));
+    cluster("invalid").set_status_fault(Some(StatusFault::new(422)));
+    cluster("conflict").set_status_fault(Some(StatusFault::new(409)));
+    cluster("throttled").set_status_fault(Some(StatusFault::new(429)));
+    cluster("failing").set_status_fault(Some(StatusFault::new(503)));
+    cluster("flaky").set_status_fault(Some(StatusFault::new(503).times(2)));
+    cluster("refused").set_down(true).await.unwrap();
+
+    let started = Instant::now();
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(status, 201, "{body}");
+    // (cluster, state, error kind, HTTP status, attempts). A 4xx fails at once. A 429, a 5xx and a
+    // refused connection get up to four attempts, so a fault that clears heals within the sync.
+    let expected = [
+        ("healthy", "synced", None, None::<u64>, 1),
+        ("unauthorized", "failed", Some("unauthorized"), Some(401), 1),
+        ("forbidden", "failed", Some("forbidden"), Some(403), 1),
+        ("invalid", "failed", Some("invalid"), Some(422), 1),
+        ("conflict", "failed", Some("conflict"), Some(409), 1),
+        ("throttled", "failed", Some("rate_limited"), Some(429), 4),
+        ("failing", "failed", Some("server_error"), Some(503), 4),
+        ("flaky", "synced", None, None, 3),
+        ("refused", "failed", Some("connection_refused"), None, 4),
+    ];
+    for (name, state, kind, http_status, attempts) in expected {
+        let recorded = &body["sync"][name];
+        assert_eq!(recorded["state"], state, "{name}: {recorded}");
+        assert_eq!(recorded["last_error"]["kind"].as_str(), kind, "{name}: {recorded}");
+        assert_eq!(recorded["last_error"]["status"].as_u64(), http_status, "{name}: {recorded}");
+        assert_eq!(recorded["attempts"], attempts, "{name}: {recorded}");
+    }
+    assert!(cluster("healthy").secret("istio-system", "web").is_some());
+    assert!(cluster("flaky").secret("istio-system", "web").is_some());
+    // Three retries honouring `Retry-After: 1` are the slowest target, and the rest ran meanwhile.
+    assert!(elapsed < Duration::from_secs(8), "the sync took {elapsed:?}");
+
+    // A namespace the cluster lacks is its own kind.
+    let mut shop = upload(&certificates, "web", "web.example.test", "web.example.test");
+    shop["namespace"] = json!("shop");
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&shop)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sync"]["healthy"]["last_error"]["kind"], "namespace_not_found", "{body}");
+    let (_, list) = test.call("GET", "/api/v1/certificates", None).await;
+    let summaries: Vec<&Value> = list["certificates"].as_array().unwrap().iter().map(|item| &item["sync"]).collect();
+    assert_eq!(summaries, [&json!("partial"), &json!("failed")], "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_overlap_up_to_sync_concurrency() {
+    let certificates = Certificates::new();
+    let test = TestApp::start_with(&[("sync_concurrency", "3")]).await;
+    for index in 0..8 {
+        let host = format!("app{index}.example.test");
+        certificates.server(&host, 365);
+        let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, &format!("app{index}"), &host, &host))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let east = fake_cluster("east").await;
+    east.set_latency(Duration::from_millis(150));
+
+    let started = Instant::now();
+    let registration = test.register(&east).await;
+    let elapsed = started.elapsed();
+
+    // One LIST of the namespace, then eight creates, three at a time.
+    assert_eq!(registration["sync"]["applied"], 8, "{registration}");
+    assert_eq!(registration["sync"]["requests"], 9, "{registration}");
+    assert_eq!(east.max_in_flight(), 3, "requests did not overlap up to sync_concurrency");
+    assert!(elapsed < Duration::from_millis(150 * 6), "8 creates 3 at a time took {elapsed:?}");
+    assert_eq!(east.requests().iter().filter(|request| request.method == "GET").count(), 1);
+
+    // A resync of unchanged Secrets costs the one LIST.
+    east.clear_requests();
+    let (status, report) = test.signed_sync("{}").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["unchanged"], 8, "{report}");
+    assert_eq!(east.requests().len(), 1, "{:?}", east.requests());
+    let summary = test.app.output("sync-webhook").lines().filter(|line| line.contains("sync finished")).last().unwrap_or_default().to_string();
+    for field in ["\"targets\":8", "\"applied\":0", "\"unchanged\":8", "\"drifted\":0", "\"failed\":0", "\"requests\":1", "duration_ms"] {
+        assert!(summary.contains(field), "the summary line lacks {field}: {summary}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_secrets_keep_only_current_entries() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    let mut mtls = upload(&certificates, "web", "web.example.test", "web.example.test");
+    mtls["ca_certificate"] = json!(certificates.read("example.test.crt"));
+    mtls["mtls"] = json!(true);
+    mtls["separate_ca_secret"] = json!(true);
+
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&mtls)).await;
+
+    assert_eq!(status, 201, "{body}");
+    let ca_secret = east.secret("istio-system", "web-cacert").expect("the separate CA Secret");
+    assert_eq!(secret_entry(&ca_secret, "cacert"), certificates.read("example.test.crt"));
+    assert_eq!(ca_secret["type"], "Opaque");
+    assert!(east.secret_data("istio-system", "web").unwrap().contains_key("ca.crt"));
+
+    // Generic entries added by hand would shadow tls.crt and tls.key for Istio: drift, removed.
+    let mut edited = east.secret("istio-system", "web").unwrap();
+    edited["data"]["cert"] = encode("stale");
+    edited["data"]["key"] = encode("stale");
+    east.put_secret("istio-system", edited).unwrap();
+    let (status, report) = test.signed_sync("{}").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["drifted"], 1, "{report}");
+    let entries: Vec<String> = east.secret_data("istio-system", "web").unwrap().into_keys().collect();
+    assert_eq!(entries, ["ca.crt", "tls.crt", "tls.key"]);
+
+    // mTLS off: ca.crt leaves the Secret and the separate CA Secret is removed.
+    let plain = json!({
+        "certificate": certificates.read("web.example.test.crt"),
+        "private_key": certificates.read("web.example.test.key"),
+        "ca_certificate": null,
+        "mtls": false,
+        "separate_ca_secret": false,
+    });
+    let (status, body) = test.call("PUT", "/api/v1/certificates/istio-system/web", Some(&plain)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sync"]["east"]["state"], "synced", "{body}");
+    let entries: Vec<String> = east.secret_data("istio-system", "web").unwrap().into_keys().collect();
+    assert_eq!(entries, ["tls.crt", "tls.key"]);
+    assert!(east.secret("istio-system", "web-cacert").is_none(), "the stale CA Secret is still there");
+
+    // A managed Secret of another type cannot change in place: deleted and created.
+    let mut opaque = east.secret("istio-system", "web").unwrap();
+    opaque["type"] = json!("Opaque");
+    east.remove_secret("istio-system", "web");
+    east.put_secret("istio-system", opaque).unwrap();
+    east.clear_requests();
+    let (status, report) = test.signed_sync("{}").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["targets"][0]["action"], "recreate", "{report}");
+    assert_eq!(east.secret("istio-system", "web").unwrap()["type"], "kubernetes.io/tls");
+    let methods: Vec<String> = writes(&east).into_iter().map(|write| write.split(' ').next().unwrap().to_string()).collect();
+    assert_eq!(methods, ["DELETE", "POST"]);
+
+    // The separate CA Secret needs a CA.
+    let mut invalid = upload(&certificates, "other", "web.example.test", "web.example.test");
+    invalid["separate_ca_secret"] = json!(true);
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&invalid)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "separate_ca_secret_needs_mtls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmanaged_secret_is_never_written() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    let foreign = support::foreign_tls_secret("istio-system", "web");
+    east.put_secret("istio-system", foreign).unwrap();
+    east.clear_requests();
+
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sync"]["east"]["state"], "conflict", "{body}");
+    assert!(body["sync"]["east"]["last_error"]["message"].as_str().unwrap().contains("import"), "{body}");
+    assert_eq!(secret_entry(&east.secret("istio-system", "web").unwrap(), "tls.crt"), "theirs");
+    // The only write is a create, which the API server refuses because the name is taken.
+    assert_eq!(writes(&east), ["POST /api/v1/namespaces/istio-system/secrets?fieldManager=meshcert"]);
+
+    // A resync leaves it alone too.
+    let (_, report) = test.signed_sync("{}").await;
+    assert_eq!(report["targets"][0]["state"], "conflict", "{report}");
+    assert_eq!(secret_entry(&east.secret("istio-system", "web").unwrap(), "tls.crt"), "theirs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowed_selector_removes_the_secret() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let prod = fake_cluster("prod").await;
+    let dev = fake_cluster("dev").await;
+    let test = TestApp::start().await;
+    test.register_with_labels(&prod, json!({ "env": "prod" })).await;
+    test.register_with_labels(&dev, json!({ "env": "dev" })).await;
+    let (status, _) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    assert_eq!(status, 201);
+    assert!(dev.secret("istio-system", "web").is_some());
+
+    let narrowed = json!({ "certificate": certificates.read("web.example.test.crt"), "private_key": certificates.read("web.example.test.key"), "clusters": "env=prod" });
+    let (status, body) = test.call("PUT", "/api/v1/certificates/istio-system/web", Some(&narrowed)).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert!(dev.secret("istio-system", "web").is_none(), "the Secret stayed in a cluster the selector no longer matches");
+    assert!(prod.secret("istio-system", "web").is_some());
+    let clusters: Vec<&String> = body["sync"].as_object().unwrap().keys().collect();
+    assert_eq!(clusters, ["prod"], "{body}");
+
+    // Labels that stop matching, changed on the cluster, do the same.
+    let (status, body) = test.call("PATCH", "/api/v1/clusters/prod", Some(&json!({ "labels": { "env": "staging" } }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sync"]["removed"], 1, "{body}");
+    assert!(prod.secret("istio-system", "web").is_none());
+    let (_, list) = test.call("GET", "/api/v1/certificates", None).await;
+    assert_eq!(list["certificates"][0]["sync"], "none", "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_details_token_rotation_and_delete() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    register_with_token(&test, &east, "a-revoked-token").await;
+    let (_, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    assert_eq!(body["sync"]["east"]["last_error"]["kind"], "unauthorized", "{body}");
+
+    let (status, details) = test.call("GET", "/api/v1/clusters/east", None).await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["reachability"]["reachable"], false, "{details}");
+    assert_eq!(details["reachability"]["status"], 401, "{details}");
+    assert_eq!(details["secrets"], json!({ "failed": 1 }), "{details}");
+    assert_eq!(details["client_tls"]["state"], "not_needed", "{details}");
+
+    // A new token heals the cluster at once.
+    let (status, body) = test.call("PATCH", "/api/v1/clusters/east", Some(&json!({ "token": east.token() }))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sync"]["applied"], 1, "{body}");
+    let (_, details) = test.call("GET", "/api/v1/clusters/east", None).await;
+    assert_eq!(details["reachability"]["reachable"], true, "{details}");
+    assert!(details["reachability"]["server_version"].as_str().is_some_and(|version| version.starts_with('v')), "{details}");
+    assert_eq!(details["secrets"], json!({ "synced": 1 }), "{details}");
+    let stored = test.stored_values().into_iter().map(|(_, value)| value).collect::<String>();
+    assert!(!stored.contains(east.token()), "the new token is stored in plain text");
+
+    // Unregistering without purge leaves the Secret and forgets the cluster's states.
+    let (status, body) = test.call("DELETE", "/api/v1/clusters/east", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(east.secret("istio-system", "web").is_some());
+    let (_, details) = test.call("GET", "/api/v1/certificates/istio-system/web", None).await;
+    assert_eq!(details["sync"], json!({}), "{details}");
+}
