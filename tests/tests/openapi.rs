@@ -538,6 +538,16 @@ async fn responses_match_document() {
     let response = client.call(app, "DELETE", "/api/v1/clusters/east", admin, None).await;
     client.expect_error(&response, 404, "cluster_not_found");
 
+    // The last scan and the metrics.
+    let response = client.call(app, "GET", "/api/v1/scans/last", admin, None).await;
+    client.expect_error(&response, 404, "no_scan_yet");
+    test.app.run_cron("expiry-cron").await.expect("cron handler");
+    let response = client.call(app, "GET", "/api/v1/scans/last", Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    let response = client.call(app, "GET", "/metrics", Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    assert!(String::from_utf8_lossy(&response.body).contains("meshcert_last_scan_timestamp_seconds"), "{response}");
+
     // Reseal, then the audit trail of all of the above, two entries at a time.
     let response = client.call(app, "POST", "/api/v1/encryption/reseal", admin, None).await;
     client.expect(&response, 200);

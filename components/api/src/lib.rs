@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod certificates;
 mod clusters;
+mod metrics;
 mod hooks;
 mod json;
 mod reseal;
@@ -98,6 +99,8 @@ async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
         (Route::ClusterCaBundle, "GET", [id]) => clusters::ca_bundle(id),
         (Route::ClientTlsConfig, "GET", _) => clusters::client_tls(),
         (Route::Alerts, "GET", _) => alerts::list(request),
+        (Route::LastScan, "GET", _) => metrics::last_scan(),
+        (Route::Metrics, "GET", _) => metrics::metrics(),
         (Route::Audit, "GET", _) => audit::list(request),
         (Route::EncryptionReseal, "POST", _) => reseal::reseal_all(),
         _ => internal_error(anyhow::anyhow!("route {} accepts {method} but has no handler", matched.template)),

@@ -27,6 +27,10 @@ pub enum Route {
     ClientTlsConfig,
     /// `/api/v1/alerts`
     Alerts,
+    /// `/api/v1/scans/last`
+    LastScan,
+    /// `/metrics`
+    Metrics,
     /// `/api/v1/audit`
     Audit,
     /// `/api/v1/encryption/reseal`
@@ -56,6 +60,8 @@ pub const ROUTES: &[RouteEntry] = &[
     ("/api/v1/clusters/{id}/ca-bundle", Route::ClusterCaBundle, &[("GET", None)]),
     ("/api/v1/runtime-config/client-tls", Route::ClientTlsConfig, &[("GET", None)]),
     ("/api/v1/alerts", Route::Alerts, &[("GET", None)]),
+    ("/api/v1/scans/last", Route::LastScan, &[("GET", None)]),
+    ("/metrics", Route::Metrics, &[("GET", None)]),
     ("/api/v1/audit", Route::Audit, &[("GET", None)]),
     ("/api/v1/encryption/reseal", Route::EncryptionReseal, &[("POST", Some("encryption.reseal"))]),
 ];

@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod expiry;
 pub mod key;
 pub mod kube;
+pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod pem_blocks;
