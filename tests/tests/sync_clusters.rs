@@ -204,14 +204,15 @@ async fn unmanaged_secret_is_never_written() {
 
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sync"]["east"]["state"], "conflict", "{body}");
-    assert!(body["sync"]["east"]["last_error"]["message"].as_str().unwrap().contains("import"), "{body}");
+    assert!(body["sync"]["east"]["last_error"]["message"].as_str().unwrap().contains("add that label"), "{body}");
     assert_eq!(secret_entry(&east.secret("istio-system", "web").unwrap(), "tls.crt"), "theirs");
     // The only write is a create, which the API server refuses because the name is taken.
     assert_eq!(writes(&east), ["POST /api/v1/namespaces/istio-system/secrets?fieldManager=meshcert"]);
 
-    // A resync leaves it alone too.
+    // A resync leaves it alone too, and reports the conflict as its action.
     let (_, report) = test.signed_sync("{}").await;
     assert_eq!(report["targets"][0]["state"], "conflict", "{report}");
+    assert_eq!(report["targets"][0]["action"], "conflict", "{report}");
     assert_eq!(secret_entry(&east.secret("istio-system", "web").unwrap(), "tls.crt"), "theirs");
 }
 
@@ -274,10 +275,74 @@ async fn cluster_details_token_rotation_and_delete() {
     let stored = test.stored_values().into_iter().map(|(_, value)| value).collect::<String>();
     assert!(!stored.contains(east.token()), "the new token is stored in plain text");
 
-    // Unregistering without purge leaves the Secret and forgets the cluster's states.
+    // Unregistering without purge leaves the Secret and removes the cluster's states.
     let (status, body) = test.call("DELETE", "/api/v1/clusters/east", None).await;
     assert_eq!(status, 200, "{body}");
     assert!(east.secret("istio-system", "web").is_some());
     let (_, details) = test.call("GET", "/api/v1/certificates/istio-system/web", None).await;
     assert_eq!(details["sync"], json!({}), "{details}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_input_is_checked_and_normalized() {
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    let shouting = east.url().replace("http://", " HTTP://");
+    let registration = json!({ "id": "east", "api_server": shouting, "token": east.token() });
+    let (status, body) = test.call("POST", "/api/v1/clusters", Some(&registration)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["api_server"], east.url(), "{body}");
+
+    let long_token = json!({ "token": "t".repeat(20_000) });
+    let too_many_labels: serde_json::Map<String, Value> = (0..65).map(|index| (format!("label{index}"), json!("x"))).collect();
+    let cases = [
+        (json!({ "labels": null }), 400, "invalid_json"),
+        (json!({ "token": null }), 400, "invalid_json"),
+        (json!([]), 400, "invalid_json"),
+        (long_token, 422, "invalid_token"),
+        (json!({ "labels": too_many_labels }), 422, "invalid_label"),
+        (json!({ "display_name": "east\u{0}" }), 422, "invalid_display_name"),
+        (json!({ "api_server": "http://localhost:9999" }), 422, "api_server_not_allowed"),
+    ];
+    for (body, status, code) in cases {
+        let (got, response) = test.call("PATCH", "/api/v1/clusters/east", Some(&body)).await;
+        assert_eq!((got, response["error"]["code"].as_str()), (status, Some(code)), "{body}: {response}");
+        assert!(!response.to_string().contains(&"t".repeat(100)), "the token was echoed");
+    }
+    let (_, response) = test.call("PATCH", "/api/v1/clusters/east", Some(&json!({ "api_server": "http://localhost:9999" }))).await;
+    assert!(response["error"]["message"].as_str().unwrap().contains("\"http://*:9999\""), "{response}");
+
+    for path in ["/api/v1/clusters?foo=1", "/api/v1/clusters/east?foo=1", "/api/v1/runtime-config/client-tls?foo=1", "/metrics?foo=1"] {
+        let (status, response) = test.call("GET", path, None).await;
+        assert_eq!((status, response["error"]["code"].as_str()), (400, Some("unknown_parameter")), "{path}: {response}");
+    }
+    let (status, report) = test.signed_sync(r#"{"scope": {"certificate": "istio-system/web/v/1"}}"#).await;
+    assert_eq!((status, report["error"]["code"].as_str()), (400, Some("invalid_scope")), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_purge_keeps_what_is_recorded() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    let (status, _) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    assert_eq!(status, 201);
+    let mut prod_only = upload(&certificates, "prod", "web.example.test", "web.example.test");
+    prod_only["clusters"] = json!("env=prod");
+    let (status, _) = test.call("POST", "/api/v1/certificates", Some(&prod_only)).await;
+    assert_eq!(status, 201);
+    east.set_down(true).await.unwrap();
+
+    let (status, body) = test.call("DELETE", "/api/v1/clusters/east?purge=true", None).await;
+
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["purge"]["failed"], 1, "only web goes to east: {body}");
+    let (_, web) = test.call("GET", "/api/v1/certificates/istio-system/web", None).await;
+    assert_eq!(web["sync"]["east"]["version"], 1, "the purge lost what east holds: {web}");
+    let (_, prod) = test.call("GET", "/api/v1/certificates/istio-system/prod", None).await;
+    assert_eq!(prod["sync"], json!({}), "{prod}");
+    let (_, list) = test.call("GET", "/api/v1/certificates", None).await;
+    assert_eq!(list["certificates"][0]["sync"], "none", "{list}");
 }

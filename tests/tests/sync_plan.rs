@@ -122,6 +122,10 @@ async fn hook_signature_accepted_once() {
 
     let (first, _) = support::send(test.server.addr(), "POST", "/hooks/sync", &headers, b"{}".to_vec()).await;
     let (second, body) = support::send(test.server.addr(), "POST", "/hooks/sync", &headers, b"{}".to_vec()).await;
+    // The same signature in upper-case hex verifies too, so it is the same signature.
+    let upper = vec![headers[0].clone(), ("x-meshcert-signature".to_string(), format!("sha256={}", headers[1].1.trim_start_matches("sha256=").to_uppercase()))];
+    let (third, _) = support::send(test.server.addr(), "POST", "/hooks/sync", &upper, b"{}".to_vec()).await;
+    assert_eq!(third, 401, "a replay in upper-case hex was accepted");
 
     assert_eq!(first, 200);
     assert_eq!(second, 401);
@@ -133,5 +137,5 @@ async fn hook_signature_accepted_once() {
     let (status, _) = test.signed_sync("{}").await;
     assert_eq!(status, 200);
     let seen = test.stored_values().into_iter().find(|(key, _)| key == "hooks/seen-signatures").expect("the seen signatures are stored").1;
-    assert_eq!(serde_json::from_str::<Value>(&seen).unwrap()["seen"].as_object().unwrap().len(), 1, "{seen}");
+    assert_eq!(serde_json::from_str::<Value>(&seen).unwrap()["until"].as_object().unwrap().len(), 1, "{seen}");
 }

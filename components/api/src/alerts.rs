@@ -53,6 +53,7 @@ pub fn list(request: &Request) -> Response {
                     members: alert.members.clone(),
                     first_seen: alert.first_seen,
                     resolved_at: alert.resolved_at,
+                    notified_at: alert.notified_at,
                 });
             }
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use meshcert_core::api::{ClientTlsStatus, ClusterDetails, ClusterView, CreateClusterRequest, ProbeReport, SyncScope, UpdateClusterRequest};
+use meshcert_core::kube;
 use meshcert_core::names;
 use meshcert_core::outbound;
 use meshcert_core::pem_blocks;
@@ -31,7 +32,13 @@ pub async fn create(request: &Request) -> Response {
     if let Err(response) = check_id(&body.id) {
         return response;
     }
-    let fields = Fields { api_server: Some(&body.api_server), token: Some(&body.token), ca_bundle: body.ca_bundle.as_deref(), labels: Some(&body.labels) };
+    let fields = Fields {
+        display_name: body.display_name.as_deref(),
+        api_server: Some(&body.api_server),
+        token: Some(&body.token),
+        ca_bundle: body.ca_bundle.as_deref(),
+        labels: Some(&body.labels),
+    };
     if let Err(response) = fields.check() {
         return response;
     }
@@ -47,7 +54,7 @@ pub async fn create(request: &Request) -> Response {
         let record = ClusterRecord {
             id: body.id.clone(),
             display_name: body.display_name.clone(),
-            api_server: body.api_server.trim_end_matches('/').to_string(),
+            api_server: normalized_api_server(&body.api_server),
             token: cipher()?.seal(&SecretString::new(body.token.expose().trim()), &key)?,
             ca_bundle: body.ca_bundle.clone(),
             labels: body.labels.clone(),
@@ -106,11 +113,24 @@ pub async fn details(id: &str) -> Response {
 /// bundle or display name. Then it syncs every certificate to the cluster, because its labels may
 /// select other certificates now and a new token may heal failures.
 pub async fn update(request: &Request, id: &str) -> Response {
+    // null would read as absent for these fields, and a silent no-op hides a mistake.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(request.body()) {
+        let Some(object) = value.as_object() else {
+            return error_response(400, "invalid_json", "the body must be a JSON object of the fields to change, such as {\"labels\": {\"env\": \"prod\"}}", None);
+        };
+        for field in ["api_server", "token", "labels"] {
+            if object.get(field).is_some_and(serde_json::Value::is_null) {
+                let fix = if field == "labels" { "send {} to remove every label" } else { "leave it out to keep it" };
+                return error_response(400, "invalid_json", &format!("{field} cannot be null: {fix}"), Some(field));
+            }
+        }
+    }
     let body: UpdateClusterRequest = match parse_body(request) {
         Ok(body) => body,
         Err(response) => return response,
     };
     let fields = Fields {
+        display_name: body.display_name.as_ref().and_then(Option::as_deref),
         api_server: body.api_server.as_deref(),
         token: body.token.as_ref(),
         ca_bundle: body.ca_bundle.as_ref().and_then(Option::as_deref),
@@ -130,7 +150,7 @@ pub async fn update(request: &Request, id: &str) -> Response {
             record.display_name = display_name.clone();
         }
         if let Some(api_server) = &body.api_server {
-            record.api_server = api_server.trim_end_matches('/').to_string();
+            record.api_server = normalized_api_server(api_server);
         }
         if let Some(token) = &body.token {
             record.token = cipher()?.seal(&SecretString::new(token.expose().trim()), &key)?;
@@ -196,18 +216,32 @@ pub async fn delete(request: &Request, id: &str) -> Response {
 }
 
 /// `GET /api/v1/clusters/{id}/ca-bundle`: the stored CA bundle as a PEM file, to save where the
-/// runtime configuration of [`client_tls`] expects it.
+/// runtime configuration of [`client_tls`] expects it. Spin trusts one file per host, so the
+/// file also contains the bundles of the other clusters on the same host.
 pub fn ca_bundle(id: &str) -> Response {
-    match Store::open().and_then(|store| store.get::<ClusterRecord>(&records::cluster_key(id))) {
-        Ok(Some(ClusterRecord { ca_bundle: Some(bundle), .. })) => {
-            let mut response = Response::new(200, bundle);
-            response.set_header("content-type", "application/x-pem-file");
-            response
-        }
-        Ok(Some(_)) => error_response(404, "no_ca_bundle", &format!("cluster {id:?} has no CA bundle; store one with PATCH /api/v1/clusters/{id}"), None),
-        Ok(None) => not_found(id),
-        Err(error) => internal_error(error),
+    let clusters = match Store::open().and_then(|store| load_all(&store)) {
+        Ok(clusters) => clusters,
+        Err(error) => return internal_error(error),
+    };
+    let Some(cluster) = clusters.iter().find(|cluster| cluster.id == id) else {
+        return not_found(id);
+    };
+    if cluster.ca_bundle.is_none() {
+        return error_response(404, "no_ca_bundle", &format!("cluster {id:?} has no CA bundle; store one with PATCH /api/v1/clusters/{id}"), None);
     }
+
+    let host = tls_host(&cluster.api_server);
+    let mut bundles: Vec<&str> = Vec::new();
+    for other in &clusters {
+        let same_host = other.id == cluster.id || (host.is_some() && tls_host(&other.api_server) == host);
+        if let Some(bundle) = other.ca_bundle.as_deref().filter(|bundle| same_host && !bundles.contains(bundle)) {
+            bundles.push(bundle);
+        }
+    }
+    let text: String = bundles.iter().map(|bundle| format!("{}\n", bundle.trim_end())).collect();
+    let mut response = Response::new(200, text);
+    response.set_header("content-type", "application/x-pem-file");
+    response
 }
 
 /// `GET /api/v1/runtime-config/client-tls`: the `[[client_tls]]` entries of Spin's runtime
@@ -235,7 +269,7 @@ pub fn client_tls() -> Response {
     }
     for (host, ids) in &by_host {
         let shared = if ids.len() > 1 {
-            format!("# clusters {ids:?} share this host: put each of their CA bundles in this one file\n")
+            format!("# clusters {ids:?} share this host: GET /api/v1/clusters/{}/ca-bundle holds each of their bundles\n", ids[0])
         } else {
             String::new()
         };
@@ -253,7 +287,7 @@ pub fn client_tls() -> Response {
     response
 }
 
-/// The host of an https API server URL, as `[[client_tls]]` `hosts` lists it: Spin 3 and 4
+/// Returns the host of an https API server URL, as `[[client_tls]]` `hosts` lists it: Spin 3 and 4
 /// reject a port there and match the host alone.
 fn tls_host(api_server: &str) -> Option<String> {
     let url = url::Url::parse(api_server).ok().filter(|url| url.scheme() == "https")?;
@@ -320,7 +354,7 @@ fn forget(store: &Store, id: &str) -> anyhow::Result<()> {
 
 /// Reads whether Spin trusts the cluster's CA from how the probe ended.
 fn client_tls_status(record: &ClusterRecord, probe: &ProbeReport) -> ClientTlsStatus {
-    let https = record.api_server.starts_with("https://");
+    let https = url::Url::parse(&record.api_server).is_ok_and(|url| url.scheme() == "https");
     let tls_failed = probe.error.as_ref().is_some_and(|error| error.kind == "tls_failed");
     let (state, message) = match (https, tls_failed, probe.status.is_some(), record.ca_bundle.is_some()) {
         (false, ..) => ("not_needed", None),
@@ -360,8 +394,15 @@ fn check_id(id: &str) -> Result<(), Response> {
     })
 }
 
+/// The maximum number of labels a cluster may carry.
+const MAX_LABELS: usize = 64;
+
+/// The maximum length of a display name, in characters.
+const MAX_DISPLAY_NAME: usize = 253;
+
 /// The fields a registration sets and a PATCH may change; `None` is not checked.
 struct Fields<'a> {
+    display_name: Option<&'a str>,
     api_server: Option<&'a str>,
     token: Option<&'a SecretString>,
     ca_bundle: Option<&'a str>,
@@ -370,8 +411,26 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn check(&self) -> Result<(), Response> {
+        if let Some(display_name) = self.display_name {
+            if display_name.chars().count() > MAX_DISPLAY_NAME || display_name.chars().any(char::is_control) {
+                return Err(error_response(
+                    422,
+                    "invalid_display_name",
+                    &format!("display_name must be at most {MAX_DISPLAY_NAME} characters without control characters: shorten it"),
+                    Some("display_name"),
+                ));
+            }
+        }
         if let Some(api_server) = self.api_server {
             check_api_server(api_server)?;
+        }
+        if let Some(labels) = self.labels.filter(|labels| labels.len() > MAX_LABELS) {
+            return Err(error_response(
+                422,
+                "invalid_label",
+                &format!("{} labels are more than the {MAX_LABELS} a cluster may carry: keep the ones certificates select on", labels.len()),
+                Some("labels"),
+            ));
         }
         for (key, value) in self.labels.into_iter().flatten() {
             if let Err(rule) = check_label_key(key) {
@@ -430,7 +489,8 @@ fn check_api_server(api_server: &str) -> Result<(), Response> {
             422,
             "api_server_not_allowed",
             &format!(
-                "api_server {api_server:?} is outside sync-webhook's allowed_outbound_hosts (https on ports 443 and 6443, plus extra_cluster_hosts = {extra:?}): set the extra_cluster_hosts variable to a pattern that matches it, such as \"https://*:{}\", and restart",
+                "api_server {api_server:?} is outside sync-webhook's allowed_outbound_hosts (https on ports 443 and 6443, plus extra_cluster_hosts = {extra:?}): set the extra_cluster_hosts variable to a pattern that matches it, such as \"{}://*:{}\", and restart",
+                url.scheme(),
                 url.port_or_known_default().unwrap_or(443)
             ),
             Some("api_server"),
@@ -439,7 +499,21 @@ fn check_api_server(api_server: &str) -> Result<(), Response> {
     Ok(())
 }
 
+/// Returns the API server URL as stored: parsed, so the scheme and host are lower case and surrounding
+/// spaces are gone, without a trailing `/`. Checked by [`check_api_server`] first.
+fn normalized_api_server(api_server: &str) -> String {
+    url::Url::parse(api_server.trim()).map_or_else(|_| api_server.trim().to_string(), |url| url.as_str().trim_end_matches('/').to_string())
+}
+
 fn check_token(token: &SecretString) -> Result<(), Response> {
+    if token.expose().trim().len() > kube::MAX_TOKEN_BYTES {
+        return Err(error_response(
+            422,
+            "invalid_token",
+            &format!("token is {} bytes, over the limit of 16 KiB: paste the ServiceAccount token itself (a JWT of one or two KiB)", token.expose().trim().len()),
+            Some("token"),
+        ));
+    }
     if token.expose().trim().is_empty() {
         return Err(error_response(422, "missing_token", "token is empty: paste the bearer token of meshcert's ServiceAccount in this cluster", Some("token")));
     }

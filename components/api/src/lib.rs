@@ -83,6 +83,14 @@ async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
 
     // HEAD is GET without a body; the server drops the body.
     let method = if method == "HEAD" { "GET" } else { method };
+
+    // Handlers that read query parameters reject unknown ones themselves; the others take none.
+    let reads_parameters = matches!((matched.route, method), (Route::Certificates, "GET") | (Route::Alerts, "GET") | (Route::Audit, "GET") | (Route::Cluster, "DELETE"));
+    if !reads_parameters {
+        if let Err(response) = json::reject_unknown_parameters(request, &[]) {
+            return (response, Some(role));
+        }
+    }
     let response = match (matched.route, method, matched.parameters.as_slice()) {
         (Route::OpenApi, "GET", _) => openapi(),
         (Route::Certificates, "POST", _) => certificates::create(request, role).await,

@@ -3,6 +3,8 @@
 //!
 //! Everything here is a thin layer over spin-sdk; decisions live in `meshcert-core`.
 
+pub mod scan;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use meshcert_core::crypto::Cipher;

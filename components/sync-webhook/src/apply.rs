@@ -204,8 +204,10 @@ pub async fn probe(id: &str) -> anyhow::Result<ProbeReport> {
     let cluster = load_clusters(&store, Some(id))?.pop().with_context(|| format!("cluster {id:?} does not exist"))?;
     let started = Instant::now();
 
-    let request = kube::version_request(&cluster.api_server, &cluster.token).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let result = Client::new(1).send_once(&request).await;
+    let result = match kube::version_request(&cluster.api_server, &cluster.token) {
+        Ok(request) => Client::new(1).send_once(&request).await,
+        Err(error) => Err(error.into_sync_error()),
+    };
 
     let duration_ms = started.elapsed().as_millis() as u64;
     let report = match result {
@@ -253,7 +255,10 @@ async fn sync_cluster(client: &Client, cluster: &Cluster, certificates: &[Arc<Ce
             // before the selector changed. A purge must not pass over a cluster it cannot read.
             let live = match listing {
                 Ok(live) => live,
-                Err(_) if mode.purge => return Some(sync_target(client, cluster, certificate.clone(), TargetKind::Unselect, listing, *list_attempts, dry_run)),
+                // Only a certificate that goes to this cluster can have a Secret there.
+                Err(_) if mode.purge && certificate.selector.matches(&cluster.labels) => {
+                    return Some(sync_target(client, cluster, certificate.clone(), TargetKind::Unselect, listing, *list_attempts, dry_run));
+                }
                 Err(_) => return None,
             };
             let present = certificate.unwanted.iter().chain(certificate.wanted.iter().map(|secret| &secret.name)).any(|name| {
@@ -420,7 +425,7 @@ impl Target<'_> {
         SyncError {
             kind: UNMANAGED_SECRET.into(),
             message: format!(
-                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: import it with POST /api/v1/imports, or delete or rename it there, then resync",
+                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: delete or rename it there, or add that label to let meshcert replace it, then resync",
                 desired.namespace,
                 desired.name,
                 self.cluster.id,
@@ -477,7 +482,11 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
         if dry_run {
             continue;
         }
-        let written = target.write(desired, current, action).await.map_err(|error| (Some(combine(&actions)), error))?;
+        let written = target.write(desired, current, action).await.map_err(|error| {
+            // A create that found a foreign Secret ends as a conflict, whatever was planned.
+            let action = if error.kind == UNMANAGED_SECRET { PlannedAction::Conflict } else { combine(&actions) };
+            (Some(action), error)
+        })?;
         if desired.name == certificate.name {
             resource_version = written;
         }
@@ -571,6 +580,7 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
     for (id, (certificate, outcomes)) in by_certificate {
         let key = records::sync_key(&certificate.namespace, &certificate.name);
         let mut record: SyncRecord = store.get(&key)?.unwrap_or_default();
+        let before = record.clusters.clone();
         // A cluster this run reached that the selector no longer matches, or that was purged,
         // contains nothing of this certificate unless a removal below failed.
         for cluster in clusters.iter().filter(|cluster| !certificate.deleting && (purge || !certificate.selector.matches(&cluster.labels))) {
@@ -578,13 +588,19 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
         }
 
         for outcome in outcomes {
-            let previous = record.clusters.remove(&outcome.cluster);
-            let state = next_state(&outcome, previous.as_ref(), now);
-            count(&mut report, &outcome, state.as_ref().map_or(SyncState::Deleted, |state| state.state));
+            record.clusters.remove(&outcome.cluster);
+            let previous = before.get(&outcome.cluster);
+            let state = next_state(&outcome, previous, now);
+            let reported = match (&state, &outcome.result) {
+                (Some(state), _) => state.state,
+                (None, Ok(_)) => SyncState::Deleted,
+                (None, Err(_)) => SyncState::Failed,
+            };
+            count(&mut report, &outcome, reported);
             report.targets.push(TargetReport {
                 certificate: id.clone(),
                 cluster: outcome.cluster.clone(),
-                state: state.as_ref().map_or(SyncState::Deleted, |state| state.state),
+                state: reported,
                 version: (outcome.kind == TargetKind::Apply).then_some(certificate.version),
                 attempts: outcome.attempts,
                 action: outcome.action,
@@ -602,8 +618,8 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
     Ok(report)
 }
 
-/// Computes the recorded state of a target after this run; `None` when the cluster no longer stores
-/// anything of the certificate and leaves its sync record.
+/// Computes the recorded state of a target after this run. `None` means the cluster leaves the sync
+/// record, because it no longer stores anything of the certificate.
 fn next_state(outcome: &Outcome, previous: Option<&ClusterSyncState>, now: chrono::DateTime<chrono::Utc>) -> Option<ClusterSyncState> {
     match (&outcome.result, outcome.kind) {
         (Ok(resource_version), TargetKind::Apply) => Some(ClusterSyncState {
@@ -617,6 +633,8 @@ fn next_state(outcome: &Outcome, previous: Option<&ClusterSyncState>, now: chron
             synced_at: Some(now),
         }),
         (Ok(_), TargetKind::Delete | TargetKind::Unselect) => None,
+        // A failed removal from a cluster that had no record of the certificate records nothing.
+        (Err(_), TargetKind::Unselect) if previous.is_none() => None,
         (Err(error), kind) => Some(ClusterSyncState {
             state: match kind {
                 TargetKind::Delete => SyncState::Deleting,

@@ -9,6 +9,7 @@ mod apply;
 mod client;
 
 use meshcert_core::api::{ProbeRequest, SyncReport, SyncRequest, SyncScope};
+use meshcert_core::names;
 use meshcert_core::records;
 use meshcert_core::signing;
 use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable, Store};
@@ -26,7 +27,8 @@ async fn handle(request: Request) -> Response {
     match (path.as_str(), request.method()) {
         ("/hooks/sync", Method::Post) => sync(request).await,
         ("/hooks/probe", Method::Post) => probe(request).await,
-        ("/hooks/sync" | "/hooks/probe", _) => {
+        ("/hooks/scan", Method::Post) => scan(request).await,
+        ("/hooks/sync" | "/hooks/probe" | "/hooks/scan", _) => {
             let mut response = error_response(405, "method_not_allowed", &format!("{path:?} accepts only POST"), None);
             response.set_header("allow", "POST");
             response
@@ -50,7 +52,7 @@ async fn sync(request: Request) -> Response {
                 return error_response(
                     400,
                     "invalid_json",
-                    &format!("the body is not a sync request ({error}); send {{}} or {{\"scope\": {{\"certificate\": \"namespace/name\"}}}} or {{\"scope\": {{\"cluster\": \"id\"}}}}"),
+                    &format!("the body is not a sync request ({}); send {{}} or {{\"scope\": {{\"certificate\": \"namespace/name\"}}}} or {{\"scope\": {{\"cluster\": \"id\"}}}}", describe(&error)),
                     None,
                 );
             }
@@ -79,7 +81,7 @@ async fn probe(request: Request) -> Response {
     }
     let probe: ProbeRequest = match serde_json::from_slice(request.body()) {
         Ok(probe) => probe,
-        Err(error) => return error_response(400, "invalid_json", &format!("the body is not a probe request ({error}); send {{\"cluster\": \"id\"}}"), None),
+        Err(error) => return error_response(400, "invalid_json", &format!("the body is not a probe request ({}); send {{\"cluster\": \"id\"}}", describe(&error)), None),
     };
     if let Some(response) = missing_scope(Some(&SyncScope::Cluster(probe.cluster.clone()))) {
         return response;
@@ -91,6 +93,47 @@ async fn probe(request: Request) -> Response {
             error_response(500, "internal_error", &format!("{error:#}"), None)
         }
     }
+}
+
+/// `POST /hooks/scan`: runs the expiry scan now, as the cron trigger does every 6 hours, then
+/// resyncs every cluster. For hosts without the cron trigger, such as SpinKube, where a
+/// Kubernetes CronJob calls it. The body is `{}` or `{"nonce": "..."}`.
+async fn scan(request: Request) -> Response {
+    if let Err(response) = verify(&request) {
+        return response;
+    }
+    let body = request.body();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        if let Err(error) = serde_json::from_slice::<ScanRequest>(body) {
+            return error_response(400, "invalid_json", &format!("the body is not a scan request ({}); send {{}} or {{\"nonce\": \"...\"}}", describe(&error)), None);
+        }
+    }
+
+    let counts = match meshcert_spin::scan::run(now()).await {
+        Ok(counts) => counts,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "expiry scan failed");
+            return error_response(500, "scan_failed", &format!("{error:#}"), None);
+        }
+    };
+    let sync = match apply::run(SyncRequest::default()).await {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "resync after the scan failed");
+            serde_json::json!({ "error": { "code": "sync_failed", "message": format!("{error:#}") } })
+        }
+    };
+    json_response(200, &serde_json::json!({ "scan": counts, "sync": sync }))
+}
+
+/// The body of `POST /hooks/scan`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanRequest {
+    /// Any unique value, so that two calls in one second have different signatures.
+    #[allow(dead_code)]
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// Checks the size, signature and freshness of a hook call, and records its signature so that
@@ -120,7 +163,9 @@ fn verify(request: &Request) -> Result<(), Response> {
         tracing::warn!(error = %error, "hook call with an invalid signature rejected");
         return Err(error_response(401, "invalid_signature", &error.to_string(), None));
     }
-    match record_signature(header(signing::SIGNATURE_HEADER).unwrap_or_default()) {
+    // verify accepted the timestamp, so it parses.
+    let timestamp: i64 = header(signing::TIMESTAMP_HEADER).and_then(|text| text.trim().parse().ok()).unwrap_or_default();
+    match record_signature(header(signing::SIGNATURE_HEADER).unwrap_or_default(), timestamp) {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!("hook call with a signature already used rejected");
@@ -143,14 +188,24 @@ fn verify(request: &Request) -> Result<(), Response> {
 // TODO: Two calls at the same moment can each read the record and write it back, so the later
 // write drops the other's signature and a replay of it would pass. Remove when the record is
 // written with wasi:keyvalue/atomics compare-and-swap.
-fn record_signature(signature: &str) -> anyhow::Result<bool> {
+fn record_signature(signature: &str, timestamp: i64) -> anyhow::Result<bool> {
     let store = Store::open()?;
     let mut seen: signing::SeenSignatures = store.get(signing::SEEN_SIGNATURES_KEY)?.unwrap_or_default();
-    if !seen.record(signature, now().timestamp()) {
+    if !seen.record(signature, timestamp, now().timestamp()) {
         return Ok(false);
     }
     store.set(signing::SEEN_SIGNATURES_KEY, &seen)?;
     Ok(true)
+}
+
+/// Describes a JSON error without quoting the body, which may hold a secret pasted by mistake.
+fn describe(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Io | serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Eof => "JSON that ends early",
+        serde_json::error::Category::Data => "a field of the wrong name or type",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
 }
 
 /// Returns a 404 response when the scope names a certificate or cluster that does not exist, so
@@ -158,10 +213,14 @@ fn record_signature(signature: &str) -> anyhow::Result<bool> {
 fn missing_scope(scope: Option<&SyncScope>) -> Option<Response> {
     let (key, what) = match scope? {
         SyncScope::Certificate(id) => {
-            let Some((namespace, name)) = id.split_once('/') else {
-                return Some(error_response(400, "invalid_scope", &format!("certificate scope {id:?} is not namespace/name"), Some("scope")));
+            let valid = id.split_once('/').filter(|(namespace, name)| names::check_dns1123_label(namespace).is_ok() && names::check_dns1123_subdomain(name).is_ok());
+            let Some((namespace, name)) = valid else {
+                return Some(error_response(400, "invalid_scope", "the certificate scope is not namespace/name of Kubernetes names, such as istio-system/web", Some("scope")));
             };
             (records::certificate_key(namespace, name), format!("certificate {id:?}"))
+        }
+        SyncScope::Cluster(id) if names::check_dns1123_label(id).is_err() => {
+            return Some(error_response(400, "invalid_scope", "the cluster scope is not a cluster id (a DNS-1123 label, such as east)", Some("scope")));
         }
         SyncScope::Cluster(id) => (records::cluster_key(id), format!("cluster {id:?}")),
     };

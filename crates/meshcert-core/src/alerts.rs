@@ -54,6 +54,9 @@ pub struct Alert {
     /// When it ended (renewed, deleted, or replaced by `expired`); `None` while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// When `alert_webhook_url` accepted it; `None` until then, and again after its members change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 /// The alerts of one certificate, at most one per kind.
@@ -135,11 +138,15 @@ pub fn reconcile(
         let member = members[0].clone();
         match record.alerts.get_mut(&kind) {
             Some(alert) if alert.resolved_at.is_none() => {
+                if alert.members != members {
+                    // A changed alert is notified again.
+                    alert.notified_at = None;
+                }
                 alert.member = member;
                 alert.members = members;
             }
             _ => {
-                record.alerts.insert(kind, Alert { kind, member, members, first_seen: now, resolved_at: None });
+                record.alerts.insert(kind, Alert { kind, member, members, first_seen: now, resolved_at: None, notified_at: None });
             }
         }
     }
@@ -148,6 +155,31 @@ pub fn reconcile(
         return None;
     }
     Some(record)
+}
+
+/// Builds the JSON body posted to `alert_webhook_url` for an active alert. `text` is a one-line
+/// summary, which chat webhooks (Slack, Mattermost, Teams connectors) show as the message.
+pub fn notification(record: &AlertRecord, alert: &Alert, now: DateTime<Utc>) -> serde_json::Value {
+    let certificate = format!("{}/{}", record.namespace, record.name);
+    let days_left = expiry::days_left(alert.member.not_after, now);
+    let when = match alert.kind {
+        AlertKind::Expired => format!("expired on {}", alert.member.not_after.format("%Y-%m-%d %H:%M UTC")),
+        AlertKind::Expiring => format!("expires in {days_left} days, on {}", alert.member.not_after.format("%Y-%m-%d %H:%M UTC")),
+    };
+    let text = format!("meshcert: certificate {certificate} {when} ({} {})", alert.member.role, alert.member.subject);
+    serde_json::json!({
+        "text": text,
+        "certificate": certificate,
+        "namespace": record.namespace,
+        "name": record.name,
+        "kind": alert.kind.as_str(),
+        "role": alert.member.role,
+        "subject": alert.member.subject,
+        "not_after": alert.member.not_after,
+        "days_left": days_left,
+        "members": alert.members,
+        "first_seen": alert.first_seen,
+    })
 }
 
 /// Resolves every active alert of a deleted certificate; `None` when there was nothing active.
@@ -230,6 +262,21 @@ mod tests {
 
         assert_eq!(second.alerts[&AlertKind::Expiring].resolved_at, Some(later));
         assert_eq!(second.alerts[&AlertKind::Expired].resolved_at, None);
+    }
+
+    #[test]
+    fn changed_members_are_notified_again() {
+        let mut first = reconcile(None, "ns", "web", evaluate(&summary(20, None, now()), now(), 30), now()).unwrap();
+        first.alerts.get_mut(&AlertKind::Expiring).unwrap().notified_at = Some(now());
+
+        let unchanged = reconcile(Some(&first), "ns", "web", evaluate(&summary(20, None, now()), now(), 30), now());
+        let second = reconcile(Some(&first), "ns", "web", evaluate(&summary(20, Some(10), now()), now(), 30), now()).unwrap();
+
+        assert!(unchanged.is_none());
+        assert_eq!(second.alerts[&AlertKind::Expiring].notified_at, None);
+        let body = notification(&second, &second.alerts[&AlertKind::Expiring], now());
+        assert_eq!(body["text"], "meshcert: certificate ns/web expires in 10 days, on 2027-01-25 08:00 UTC (intermediate CN=intermediate)");
+        assert_eq!(body["members"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]

@@ -245,6 +245,9 @@ pub struct AlertView {
     /// Resolved at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// When `alert_webhook_url` accepted its notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /hooks/sync`: what to sync. `{}` syncs every certificate to every cluster.

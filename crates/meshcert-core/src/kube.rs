@@ -24,6 +24,10 @@ pub const VERSION_ANNOTATION: &str = "meshcert.io/version";
 pub const FINGERPRINT_ANNOTATION: &str = "meshcert.io/fingerprint";
 /// Annotation with `namespace/name` of the certificate.
 pub const CERTIFICATE_ANNOTATION: &str = "meshcert.io/certificate";
+/// The maximum length of the bearer token meshcert sends. ServiceAccount tokens are JWTs of one or two KiB, and
+/// a longer header exceeds what the host lets a component send (Spin limits the total size of a
+/// request's header fields).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The largest Secret the API server stores: 1 MiB.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 /// The `type` of the Secret Istio gateways read a certificate from.
@@ -57,7 +61,7 @@ impl TlsSecret<'_> {
         content_fingerprint(self.chain_pem, self.private_key_pem, self.ca_pem)
     }
 
-    /// The `kubernetes.io/tls` Secret named after the certificate.
+    /// Builds the `kubernetes.io/tls` Secret named after the certificate.
     pub fn tls_secret(&self) -> DesiredSecret {
         let mut data = BTreeMap::new();
         data.insert("tls.crt", SecretString::new(self.chain_pem));
@@ -68,7 +72,7 @@ impl TlsSecret<'_> {
         self.desired(self.name.to_string(), TLS_SECRET_TYPE, data)
     }
 
-    /// The separate `{name}-cacert` Secret with the mTLS CA as `cacert`; `None` without a CA.
+    /// Builds the separate `{name}-cacert` Secret with the mTLS CA as `cacert`; `None` without a CA.
     pub fn ca_secret(&self) -> Option<DesiredSecret> {
         let ca_pem = self.ca_pem?;
         let data = BTreeMap::from([("cacert", SecretString::new(ca_pem))]);
@@ -93,7 +97,7 @@ impl TlsSecret<'_> {
     }
 }
 
-/// The name of the separate CA Secret of certificate `name`.
+/// Returns the name of the separate CA Secret of certificate `name`.
 pub fn ca_secret_name(name: &str) -> String {
     format!("{name}{CA_SECRET_SUFFIX}")
 }
@@ -118,7 +122,7 @@ pub struct DesiredSecret {
 }
 
 impl DesiredSecret {
-    /// SHA-256 of each data entry, by key, as [`LiveSecret::data_digests`] holds them.
+    /// SHA-256 of each data entry, by key, as [`LiveSecret::data_digests`] contains them.
     pub fn data_digests(&self) -> BTreeMap<String, String> {
         self.data.iter().map(|(key, value)| ((*key).to_string(), digest(value.expose().as_bytes()))).collect()
     }
@@ -191,16 +195,20 @@ pub enum RequestError {
         /// Size of the request body.
         size: usize,
     },
+    /// The token is longer than [`MAX_TOKEN_BYTES`].
+    #[error("the cluster's token is {0} bytes, over the limit of 16 KiB: rotate it with a PATCH of the cluster")]
+    TokenTooLong(usize),
     /// The http crate rejected the request.
     #[error("cannot build the request: {0}")]
     Http(String),
 }
 
 impl RequestError {
-    /// The error as a recorded sync failure; kind `too_large` or `invalid`.
+    /// Converts the error to a recorded sync failure of kind `too_large`, `invalid_token` or `invalid`.
     pub fn into_sync_error(self) -> SyncError {
         let kind = match self {
             RequestError::SecretTooLarge { .. } => "too_large",
+            RequestError::TokenTooLong(_) => "invalid_token",
             _ => "invalid",
         };
         SyncError { kind: kind.into(), message: self.to_string(), status: None }
@@ -238,7 +246,7 @@ pub fn create_secret_request(api_server: &str, token: &SecretString, secret: &De
 /// and removes the data entries `stale_keys`. Server-side apply removes only the entries that
 /// meshcert's own apply wrote, so an entry written another way (`ca.crt` from a create, generic
 /// `cert`/`key` added by hand) needs this patch. The resourceVersion is a precondition: the API
-/// server answers 409 when the Secret changed after meshcert read it.
+/// server responds 409 when the Secret changed after meshcert read it.
 ///
 /// # Errors
 ///
@@ -306,7 +314,7 @@ pub fn delete_secret_request(
 }
 
 /// Builds `GET /version`, which any authenticated client may read: it shows that the API server
-/// answers and accepts the token.
+/// responds and accepts the token.
 ///
 /// # Errors
 ///
@@ -317,6 +325,9 @@ pub fn version_request(api_server: &str, token: &SecretString) -> Result<http::R
 }
 
 fn request(method: http::Method, url: String, token: &SecretString, content_type: Option<&str>, body: Vec<u8>) -> Result<http::Request<Vec<u8>>, RequestError> {
+    if token.expose().len() > MAX_TOKEN_BYTES {
+        return Err(RequestError::TokenTooLong(token.expose().len()));
+    }
     let mut builder = http::Request::builder()
         .method(method)
         .uri(url)
@@ -519,7 +530,7 @@ pub fn status_error(status: u16, body: &[u8]) -> SyncError {
     let missing_namespace = parsed.as_ref().is_some_and(|value| value["details"]["kind"] == "namespaces") || server_message.starts_with("namespaces \"");
 
     let (kind, advice) = match status {
-        401 => ("unauthorized", "the cluster rejected the token: check that meshcert's ServiceAccount token in this cluster is still valid, and rotate it with PATCH /api/v1/clusters/{id}"),
+        401 => ("unauthorized", "the cluster rejected the token: check that meshcert's ServiceAccount token in this cluster is still valid, and rotate it with a PATCH of this cluster"),
         403 => ("forbidden", "the token lacks RBAC permission: grant get, list, create, patch and delete on Secrets in this namespace (see the README)"),
         404 if missing_namespace => ("namespace_not_found", "the namespace does not exist in this cluster: create it, or move the certificate to the gateway's namespace"),
         404 => ("not_found", "the Secret disappeared during the sync: the next sync creates it again"),
@@ -537,8 +548,8 @@ pub fn status_error(status: u16, body: &[u8]) -> SyncError {
     SyncError { kind: kind.into(), message, status: Some(status) }
 }
 
-/// Returns whether a failed request is worth repeating within the same sync: throttling, server
-/// errors, timeouts and refused connections pass; every other 4xx will fail the same way again.
+/// Returns whether a failed request is worth repeating within the same sync. Throttling, server
+/// errors, timeouts and refused connections are, because they pass; another 4xx fails the same way again.
 pub fn is_retryable(error: &SyncError) -> bool {
     matches!(error.kind.as_str(), "rate_limited" | "server_error" | "timeout" | "connection_refused")
 }

@@ -398,14 +398,16 @@ impl SyncRecord {
 
 /// Summarizes per-cluster states in one word for the list view: `synced` when every cluster
 /// contains the current version, `partial` when some do and others failed, `failed` when a
-/// cluster failed and none contains it, `pending` when the rest waits for a sync, and `none` when
+/// cluster failed (a removal included) and none contains it, `pending` when the rest waits for a
+/// sync, and `none` when
 /// no registered cluster is selected.
 pub fn sync_summary(states: &BTreeMap<String, ClusterSyncState>) -> &'static str {
     if states.is_empty() {
         return "none";
     }
     let synced = states.values().filter(|state| state.state == SyncState::Synced).count();
-    let failed = states.values().any(|state| matches!(state.state, SyncState::Failed | SyncState::Conflict));
+    // A Deleting state is a removal that failed.
+    let failed = states.values().any(|state| matches!(state.state, SyncState::Failed | SyncState::Conflict | SyncState::Deleting));
     match (synced, failed) {
         (synced, _) if synced == states.len() => "synced",
         (0, true) => "failed",

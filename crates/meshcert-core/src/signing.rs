@@ -82,23 +82,27 @@ fn new_mac(secret: &[u8]) -> Hmac<Sha256> {
 /// Key of the record of recently seen signatures.
 pub const SEEN_SIGNATURES_KEY: &str = "hooks/seen-signatures";
 
-/// Signatures accepted in the last [`MAX_CLOCK_SKEW_SECONDS`], with the time each was seen, so
-/// that a captured request cannot be sent again while its timestamp is still accepted.
+/// Signatures accepted while their timestamp is still accepted, so that a captured request
+/// cannot be sent again.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeenSignatures {
-    /// Signature header value to the Unix time it was first seen.
-    pub seen: std::collections::BTreeMap<String, i64>,
+    /// Signature, as lowercase hex without the `sha256=` prefix, to the last Unix second at which
+    /// its timestamp is accepted: the timestamp plus [`MAX_CLOCK_SKEW_SECONDS`].
+    #[serde(default)]
+    pub until: std::collections::BTreeMap<String, i64>,
 }
 
 impl SeenSignatures {
-    /// Forgets signatures older than the timestamp window, then records `signature` at `now`.
-    /// Returns `false`, recording nothing, when the signature was already seen in the window.
-    pub fn record(&mut self, signature: &str, now: i64) -> bool {
-        self.seen.retain(|_, seen_at| now - *seen_at <= MAX_CLOCK_SKEW_SECONDS);
-        if self.seen.contains_key(signature) {
+    /// Forgets signatures whose timestamp is no longer accepted at `now`, then records
+    /// `signature`, sent with `timestamp`. Returns `false`, recording nothing, when it was seen
+    /// before. Hex case and the prefix do not matter, since [`verify`] accepts each spelling.
+    pub fn record(&mut self, signature: &str, timestamp: i64, now: i64) -> bool {
+        self.until.retain(|_, until| *until >= now);
+        let canonical = signature.trim().trim_start_matches("sha256=").to_ascii_lowercase();
+        if self.until.contains_key(&canonical) {
             return false;
         }
-        self.seen.insert(signature.to_string(), now);
+        self.until.insert(canonical, timestamp + MAX_CLOCK_SKEW_SECONDS);
         true
     }
 }
@@ -111,11 +115,22 @@ mod tests {
     fn seen_signature_is_rejected_within_the_window() {
         let mut seen = SeenSignatures::default();
 
-        assert!(seen.record("sha256=aa", 1000));
-        assert!(!seen.record("sha256=aa", 1000 + MAX_CLOCK_SKEW_SECONDS));
-        assert!(seen.record("sha256=bb", 1001));
-        assert!(seen.record("sha256=aa", 1001 + MAX_CLOCK_SKEW_SECONDS));
-        assert_eq!(seen.seen.len(), 2);
+        assert!(seen.record("sha256=aa", 1000, 1000));
+        assert!(!seen.record("sha256=aa", 1000, 1000 + MAX_CLOCK_SKEW_SECONDS));
+        assert!(!seen.record("sha256=AA", 1000, 1001));
+        assert!(seen.record("sha256=bb", 1001, 1001));
+        assert!(seen.record("sha256=aa", 1000, 1001 + MAX_CLOCK_SKEW_SECONDS));
+        assert_eq!(seen.until.len(), 2);
+    }
+
+    #[test]
+    fn future_timestamp_is_remembered_until_it_expires() {
+        let mut seen = SeenSignatures::default();
+
+        assert!(seen.record("sha256=aa", 1280, 1000));
+
+        assert!(!seen.record("sha256=aa", 1280, 1000 + 310));
+        assert!(seen.record("sha256=aa", 1280, 1280 + MAX_CLOCK_SKEW_SECONDS + 1));
     }
 
     #[test]

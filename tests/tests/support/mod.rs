@@ -62,13 +62,17 @@ impl TestApp {
 
     async fn start_in_with_runtime_config(state: tempfile::TempDir, variables: &[(&str, &str)], runtime_config: Option<&Path>) -> TestApp {
         let encryption_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        // The scan's resync goes to self_url, so it must be this app, not whatever else listens
+        // on the default port.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free loopback port");
         let mut config = AppConfig::new(manifest())
             .state_dir(state.path())
             .read_env(false)
             .variable("api_token", API_TOKEN)
             .variable("webhook_secret", WEBHOOK_SECRET)
             .variable("encryption_key", encryption_key)
-            .variable("extra_cluster_hosts", "http://127.0.0.1:*");
+            .variable("extra_cluster_hosts", "http://127.0.0.1:*")
+            .variable("self_url", format!("http://{addr}"));
         for (name, value) in variables {
             config = config.variable(*name, *value);
         }
@@ -78,7 +82,7 @@ impl TestApp {
         let app = App::load(config).unwrap_or_else(|error| {
             panic!("failed to load spin.toml ({error:#}); build the components first with scripts/test.sh")
         });
-        let server = app.serve("127.0.0.1:0".parse().unwrap()).await.expect("serve on loopback");
+        let server = app.serve(addr).await.expect("serve on loopback");
         TestApp { app, server, state }
     }
 
