@@ -95,7 +95,7 @@ async fn run(settings: Settings) -> Result<()> {
     let authority = Authority::new()?;
     let bodies: Vec<Value> = (0..settings.certificates).map(|i| authority.create_body(&format!("cert-{i:05}"))).collect::<Result<_>>()?;
     let seeding = Instant::now();
-    seed(addr, &bodies).await?;
+    common::seed(addr, API_TOKEN, &bodies, SEED_CLIENTS).await?;
     eprintln!("stored {} certificates in {:.1} s", bodies.len(), seeding.elapsed().as_secs_f64());
 
     // Every cluster loses its Secrets; one sync puts them back.
@@ -172,27 +172,6 @@ async fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
-/// Stores the certificates through the api, [`SEED_CLIENTS`] at a time.
-async fn seed(addr: std::net::SocketAddr, bodies: &[Value]) -> Result<()> {
-    let mut tasks = Vec::new();
-    for offset in 0..SEED_CLIENTS.min(bodies.len()) {
-        let mine: Vec<Value> = bodies.iter().skip(offset).step_by(SEED_CLIENTS).cloned().collect();
-        let mut client = Client::connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            for body in mine {
-                let (status, response) = client.send("POST", "/api/v1/certificates", Some(API_TOKEN), Some(&body)).await?;
-                if status != 201 {
-                    bail!("storing {} returned {status}: {}", body["name"], String::from_utf8_lossy(&response));
-                }
-            }
-            Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await.context("a seeding task panicked")??;
-    }
-    Ok(())
-}
 
 /// Removes every Secret of the benchmark's namespace from `cluster`.
 fn empty(cluster: &FakeCluster) {

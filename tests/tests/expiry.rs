@@ -276,3 +276,67 @@ async fn scan_hook_runs_the_scan_on_demand() {
     let (_, scan) = test.call("GET", "/api/v1/scans/last", None).await;
     assert_eq!(scan["expiring"], 1, "{scan}");
 }
+
+/// Runs the cron handler and returns the scan's record.
+async fn scan_now(test: &TestApp) -> Value {
+    test.app.run_cron("expiry-cron").await.expect("cron handler");
+    test.call("GET", "/api/v1/scans/last", None).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_reads_the_index_between_rebuilds() {
+    let certificates = Certificates::new();
+    for (host, days) in [("short.example.test", 5), ("renewed.example.test", 365), ("other.example.test", 365)] {
+        certificates.server(host, days);
+    }
+    let test = TestApp::start().await;
+    let first = scan_now(&test).await;
+    assert_eq!(first["rebuilt_index"], true, "{first}");
+
+    // Writes between two scans reach the scan through the index, not through a rebuild.
+    for name in ["short", "other"] {
+        let host = format!("{name}.example.test");
+        let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, name, &host, &host))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    test.app.clock().advance(Duration::from_secs(3600));
+    let second = scan_now(&test).await;
+    assert_eq!((second["rebuilt_index"].as_bool(), second["certificates"].as_u64(), second["expiring"].as_u64()), (Some(false), Some(2), Some(1)), "{second}");
+    assert_eq!(second["records_written"], 0, "the api wrote the alert and its snapshot: {second}");
+
+    let renewal = json!({ "certificate": certificates.read("renewed.example.test.crt"), "private_key": certificates.read("renewed.example.test.key") });
+    let (status, _) = test.call("PUT", "/api/v1/certificates/istio-system/short", Some(&renewal)).await;
+    assert_eq!(status, 200);
+    let (status, _) = test.call("DELETE", "/api/v1/certificates/istio-system/other", None).await;
+    assert_eq!(status, 200);
+    test.app.clock().advance(Duration::from_secs(3600));
+    let third = scan_now(&test).await;
+    assert_eq!((third["rebuilt_index"].as_bool(), third["certificates"].as_u64(), third["expiring"].as_u64()), (Some(false), Some(1), Some(0)), "{third}");
+}
+
+/// Waits up to `limit` for `scans/last` to show a scan started at `started_at`.
+async fn wait_for_scan(test: &TestApp, started_at: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let (status, scan) = test.call("GET", "/api/v1/scans/last", None).await;
+        if status == 200 && scan["started_at"] == started_at {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_schedule_fires_every_six_hours() {
+    let test = TestApp::start().await;
+    let morning = chrono::DateTime::parse_from_rfc3339("2027-01-01T05:59:58Z").unwrap();
+    test.app.clock().set(SystemTime::from(morning));
+    let _scheduler = test.app.start_cron();
+
+    assert!(wait_for_scan(&test, "2027-01-01T06:00:00Z", Duration::from_secs(10)).await, "spin.toml's schedule did not fire at 06:00");
+
+    // Six hours later on the app's clock, the next scan runs at noon.
+    test.app.clock().advance(6 * Duration::from_secs(3600) - Duration::from_secs(1));
+    assert!(wait_for_scan(&test, "2027-01-01T12:00:00Z", Duration::from_secs(10)).await, "the schedule did not fire at 12:00");
+}

@@ -14,6 +14,7 @@ use meshcert_core::api::{
     self, CertificateDetails, CertificateListItem, CreateCertificateRequest, ReplaceCertificateRequest, RollbackRequest, SyncScope,
 };
 use meshcert_core::expiry;
+use meshcert_core::expiry_index::{AlertSnapshot, IndexEntry};
 use meshcert_core::kube;
 use meshcert_core::names;
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncRecord, VersionEntry};
@@ -255,6 +256,12 @@ pub async fn delete(request: &Request, namespace: &str, name: &str) -> Response 
                 store.set(&alert_key, &resolved)?;
             }
         }
+        meshcert_spin::index::update(&store, namespace, name, |entry| {
+            if let Some(entry) = entry {
+                entry.deleting = true;
+                entry.alert = None;
+            }
+        })?;
         Ok(Ok(()))
     })();
     match marked {
@@ -510,18 +517,28 @@ fn write_version(
     // returned: the next scan writes the alert.
     if let Err(error) = update_alert(store, &head, now) {
         tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "alert not updated; the next expiry scan updates it");
+        // Without its index entry the scan would miss the certificate until the daily rebuild, so
+        // the next scan rebuilds the index at once.
+        if let Err(error) = store.delete(meshcert_core::expiry_index::META_KEY) {
+            tracing::error!(error = format!("{error:#}"), "expiry index not marked for a rebuild; the daily rebuild repairs it");
+        }
     }
     Ok(head)
 }
 
+/// Applies the alert rule to the head's version, then writes the certificate's entry of the
+/// expiry index, which the scan reads in place of the head and the alert record.
 fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> anyhow::Result<()> {
     let alert_key = records::alert_key(&head.namespace, &head.name);
-    let existing: Option<AlertRecord> = store.get(&alert_key)?;
+    let mut record: Option<AlertRecord> = store.get(&alert_key)?;
     let evaluation = alerts::evaluate(&head.summary, now, warning_days());
-    if let Some(updated) = alerts::reconcile(existing.as_ref(), &head.namespace, &head.name, evaluation, now) {
+    if let Some(updated) = alerts::reconcile(record.as_ref(), &head.namespace, &head.name, evaluation, now) {
         store.set(&alert_key, &updated)?;
+        record = Some(updated);
     }
-    Ok(())
+
+    let entry = IndexEntry { members: alerts::members(&head.summary), deleting: false, alert: AlertSnapshot::of(record.as_ref()) };
+    meshcert_spin::index::update(store, &head.namespace, &head.name, |current| *current = Some(entry))
 }
 
 /// Syncs the certificate and responds with its details, the upload's warnings and the ETag.

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use meshcert_core::alerts::{self, AlertRecord};
 use meshcert_core::audit::{self, AuditDay, AuditEntry};
 use meshcert_core::expiry;
+use meshcert_core::expiry_index::{self, AlertSnapshot, IndexEntry, IndexMeta, IndexShard};
 use meshcert_core::records::{self, CertificateHead, CertificateState, StoreKey};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Method, Request, Response};
@@ -54,6 +55,9 @@ pub struct ScanCounts {
     pub notifications_failed: usize,
     /// The `expiry_warning_days` used.
     pub warning_days: u32,
+    /// Whether this scan rebuilt the expiry index from the heads, as it does once a day.
+    #[serde(default)]
+    pub rebuilt_index: bool,
     /// The reason `expiry_warning_days` or `alert_webhook_url` was unusable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_error: Option<String>,
@@ -123,7 +127,9 @@ fn compact_audit(now: DateTime<Utc>) -> anyhow::Result<(usize, usize)> {
     Ok((folded, plan.expired.len()))
 }
 
-/// Scans every certificate at `now`.
+/// Scans every certificate at `now`, from the expiry index. An entry whose alert snapshot matches
+/// the rule's result, with nothing to notify, costs no read; only the others read and write their
+/// alert record.
 ///
 /// Guarantees: every certificate's alert record reflects the rule at `now` when the scan
 /// returns `Ok`; records of deleted certificates have their alerts resolved.
@@ -141,8 +147,89 @@ async fn scan(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
     };
     let mut notifier = Notifier::from_variables(&mut counts);
 
-    // Certificates: evaluate each, write its alert record when it changed or was notified.
-    let mut scanned = std::collections::BTreeSet::new();
+    let meta: IndexMeta = store.get(expiry_index::META_KEY)?.unwrap_or_default();
+    let rebuilding = meta.needs_rebuild(now);
+    let mut shards = if rebuilding { rebuild_index(&store, now)? } else { read_index(&store)? };
+    counts.rebuilt_index = rebuilding;
+
+    for (number, shard) in shards.iter_mut().enumerate() {
+        let mut changed_shard = rebuilding;
+        for (id, entry) in shard.entries.iter_mut() {
+            counts.certificates += 1;
+            // A certificate being deleted no longer deserves an alert.
+            let evaluation = if entry.deleting { None } else { alerts::evaluate_members(entry.members.clone(), now, counts.warning_days) };
+            if let Some((kind, members)) = &evaluation {
+                log_alert(id, *kind, &members[0], now, &mut counts);
+            }
+            if AlertSnapshot::is_current(entry.alert.as_ref(), evaluation.as_ref(), notifier.is_some()) {
+                continue;
+            }
+
+            let Some((namespace, name)) = id.split_once('/') else {
+                continue;
+            };
+            let alert_key = records::alert_key(namespace, name);
+            let existing: Option<AlertRecord> = store.get(&alert_key)?;
+            let changed = alerts::reconcile(existing.as_ref(), namespace, name, evaluation, now);
+            let mut record = changed.clone().or(existing);
+            let notified = match (&mut notifier, &mut record) {
+                (Some(notifier), Some(record)) => notifier.notify(record, now, &mut counts).await,
+                _ => false,
+            };
+            if let Some(record) = record.as_ref().filter(|_| changed.is_some() || notified) {
+                store.set(&alert_key, record)?;
+                counts.records_written += 1;
+            }
+            let snapshot = AlertSnapshot::of(record.as_ref());
+            if snapshot != entry.alert {
+                entry.alert = snapshot;
+                changed_shard = true;
+            }
+        }
+        if changed_shard {
+            store.set(&expiry_index::shard_key(number as u8), shard)?;
+        }
+    }
+    if rebuilding {
+        store.set(expiry_index::META_KEY, &IndexMeta { rebuilt_at: Some(now) })?;
+    }
+
+    counts.finished_at = Some(crate::now());
+    store.set(LAST_SCAN_KEY, &counts)?;
+    Ok(counts)
+}
+
+/// Logs one line for an active alert, and counts it.
+fn log_alert(id: &str, kind: alerts::AlertKind, member: &alerts::AlertMember, now: DateTime<Utc>, counts: &mut ScanCounts) {
+    match kind {
+        alerts::AlertKind::Expired => counts.expired += 1,
+        alerts::AlertKind::Expiring => counts.expiring += 1,
+    }
+    let (namespace, name) = id.split_once('/').unwrap_or((id, ""));
+    tracing::warn!(
+        certificate = %id,
+        namespace = %namespace,
+        name = %name,
+        kind = kind.as_str(),
+        subject = %member.subject,
+        role = %member.role,
+        not_after = %member.not_after.to_rfc3339(),
+        days_left = expiry::days_left(member.not_after, now),
+        "certificate {}",
+        kind.as_str()
+    );
+}
+
+fn read_index(store: &Store) -> anyhow::Result<Vec<IndexShard>> {
+    (0..expiry_index::SHARDS).map(|shard| Ok(store.get(&expiry_index::shard_key(shard))?.unwrap_or_default())).collect()
+}
+
+/// Builds the index from every head and alert record, and resolves the alerts of certificates
+/// that no longer exist. It reads every record, so it runs only when the index is missing or a
+/// day old.
+fn rebuild_index(store: &Store, now: DateTime<Utc>) -> anyhow::Result<Vec<IndexShard>> {
+    let mut shards = vec![IndexShard::default(); usize::from(expiry_index::SHARDS)];
+    let mut indexed = std::collections::BTreeSet::new();
     for key in store.keys("cert/")? {
         let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
             continue;
@@ -150,70 +237,30 @@ async fn scan(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
         let Some(head) = store.get::<CertificateHead>(&key)? else {
             continue;
         };
-        counts.certificates += 1;
-        scanned.insert((namespace.clone(), name.clone()));
-
-        let alert_key = records::alert_key(&namespace, &name);
-        let existing: Option<AlertRecord> = store.get(&alert_key)?;
-        // A certificate being deleted no longer deserves an alert.
-        let evaluation = match head.state {
-            CertificateState::Active => alerts::evaluate(&head.summary, now, counts.warning_days),
-            CertificateState::Deleting => None,
+        let record: Option<AlertRecord> = store.get(&records::alert_key(&namespace, &name))?;
+        let entry = IndexEntry {
+            members: alerts::members(&head.summary),
+            deleting: head.state == CertificateState::Deleting,
+            alert: AlertSnapshot::of(record.as_ref()),
         };
-        if let Some((kind, members)) = &evaluation {
-            match kind {
-                alerts::AlertKind::Expired => counts.expired += 1,
-                alerts::AlertKind::Expiring => counts.expiring += 1,
-            }
-            let member = &members[0];
-            tracing::warn!(
-                certificate = format!("{namespace}/{name}"),
-                namespace = %namespace,
-                name = %name,
-                kind = kind.as_str(),
-                subject = %member.subject,
-                role = %member.role,
-                not_after = %member.not_after.to_rfc3339(),
-                days_left = expiry::days_left(member.not_after, now),
-                "certificate {}",
-                kind.as_str()
-            );
-        }
-
-        let changed = alerts::reconcile(existing.as_ref(), &namespace, &name, evaluation, now);
-        let mut record = changed.clone().or(existing);
-        let notified = match (&mut notifier, &mut record) {
-            (Some(notifier), Some(record)) => notifier.notify(record, now, &mut counts).await,
-            _ => false,
-        };
-        if changed.is_some() || notified {
-            if let Some(record) = &record {
-                store.set(&alert_key, record)?;
-                counts.records_written += 1;
-            }
-        }
+        let shard = usize::from(expiry_index::shard_of(&namespace, &name));
+        shards[shard].entries.insert(format!("{namespace}/{name}"), entry);
+        indexed.insert(format!("{namespace}/{name}"));
     }
 
-    // Alert records whose certificate is gone: resolve what is still active.
     for key in store.keys("alert/")? {
         let Some(StoreKey::Alert { namespace, name }) = StoreKey::parse(&key) else {
             continue;
         };
-        if scanned.contains(&(namespace, name)) {
+        if indexed.contains(&format!("{namespace}/{name}")) {
             continue;
         }
-        let Some(existing) = store.get::<AlertRecord>(&key)? else {
-            continue;
-        };
-        if let Some(record) = alerts::resolve_all(&existing, now) {
-            store.set(&key, &record)?;
-            counts.records_written += 1;
+        if let Some(resolved) = store.get::<AlertRecord>(&key)?.and_then(|existing| alerts::resolve_all(&existing, now)) {
+            store.set(&key, &resolved)?;
         }
     }
-
-    counts.finished_at = Some(crate::now());
-    store.set(LAST_SCAN_KEY, &counts)?;
-    Ok(counts)
+    tracing::info!(certificates = indexed.len(), "expiry index rebuilt from the heads");
+    Ok(shards)
 }
 
 /// Posts alerts to `alert_webhook_url`.

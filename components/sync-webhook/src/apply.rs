@@ -546,6 +546,7 @@ fn finish_delete(store: &Store, certificate: &Certificate, report: &mut SyncRepo
         store.delete(&key)?;
     }
     store.delete(&records::sync_key(&certificate.namespace, &certificate.name))?;
+    meshcert_spin::index::update(store, &certificate.namespace, &certificate.name, |entry| *entry = None)?;
     store.delete(&records::certificate_key(&certificate.namespace, &certificate.name))?;
     report.deleted.push(certificate.id.clone());
     tracing::info!(certificate = %certificate.id, "certificate deleted");

@@ -87,9 +87,14 @@ pub fn members(summary: &UploadSummary) -> Vec<AlertMember> {
 /// otherwise `expiring` when any member is expiring. Returns the kind and its members, earliest
 /// not_after first.
 pub fn evaluate(summary: &UploadSummary, now: DateTime<Utc>, warning_days: u32) -> Option<(AlertKind, Vec<AlertMember>)> {
+    evaluate_members(members(summary), now, warning_days)
+}
+
+/// Evaluates the alert of a certificate with `members` at `now`, as [`evaluate`] does.
+pub fn evaluate_members(members: Vec<AlertMember>, now: DateTime<Utc>, warning_days: u32) -> Option<(AlertKind, Vec<AlertMember>)> {
     let mut expired = Vec::new();
     let mut expiring = Vec::new();
-    for member in members(summary) {
+    for member in members {
         match expiry::classify(member.not_after, now, warning_days) {
             ExpiryStatus::Expired => expired.push(member),
             ExpiryStatus::Expiring => expiring.push(member),

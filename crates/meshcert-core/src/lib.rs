@@ -21,6 +21,7 @@ pub mod certificate;
 pub mod chain;
 pub mod crypto;
 pub mod expiry;
+pub mod expiry_index;
 pub mod key;
 pub mod kube;
 pub mod metrics;

@@ -1,6 +1,9 @@
 //! What the benchmarks share: sizes from the environment, generated certificates, and an
 //! HTTP/1.1 client.
 
+// Each benchmark compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context as _, Result};
@@ -108,4 +111,26 @@ impl Client {
         self.sender = Some(sender);
         Ok((status, body))
     }
+}
+
+/// Stores certificates through the api with `token`, `clients` requests at a time.
+pub async fn seed(addr: SocketAddr, token: &'static str, bodies: &[Value], clients: usize) -> Result<()> {
+    let mut tasks = Vec::new();
+    for offset in 0..clients.min(bodies.len()) {
+        let mine: Vec<Value> = bodies.iter().skip(offset).step_by(clients).cloned().collect();
+        let mut client = Client::connect(addr).await?;
+        tasks.push(tokio::spawn(async move {
+            for body in mine {
+                let (status, response) = client.send("POST", "/api/v1/certificates", Some(token), Some(&body)).await?;
+                if status != 201 {
+                    bail!("storing {} returned {status}: {}", body["name"], String::from_utf8_lossy(&response));
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.context("a seeding task panicked")??;
+    }
+    Ok(())
 }
