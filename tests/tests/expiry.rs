@@ -340,3 +340,20 @@ async fn manifest_schedule_fires_every_six_hours() {
     test.app.clock().advance(6 * Duration::from_secs(3600) - Duration::from_secs(1));
     assert!(wait_for_scan(&test, "2027-01-01T12:00:00Z", Duration::from_secs(10)).await, "the schedule did not fire at 12:00");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_warning_days_fall_back_to_thirty() {
+    let certificates = Certificates::new();
+    certificates.server("month.example.test", 25);
+    let test = TestApp::start_with(&[("expiry_warning_days", "a month")]).await;
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "month", "month.example.test", "month.example.test"))).await;
+    assert_eq!(status, 201, "{body}");
+
+    let scan = scan_now(&test).await;
+
+    assert_eq!(scan["warning_days"], 30, "{scan}");
+    assert!(scan["configuration_error"].as_str().is_some_and(|error| error.contains("expiry_warning_days")), "{scan}");
+    assert_eq!(scan["expiring"], 1, "25 days left is expiring under the fallback of 30: {scan}");
+    let log = test.app.output("expiry-cron");
+    assert!(log.lines().any(|line| line.contains("invalid expiry_warning_days") && line.contains("\"fallback\":30")), "{log}");
+}
