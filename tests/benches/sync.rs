@@ -15,10 +15,11 @@
 //! ```
 //!
 //! Sizes come from the environment: `MESHCERT_BENCH_CERTIFICATES` (default 1000),
-//! `MESHCERT_BENCH_CLUSTERS` (10), `MESHCERT_BENCH_LATENCY_MS` (20), `MESHCERT_BENCH_CONCURRENCY`
-//! (32) and `MESHCERT_BENCH_SEQUENTIAL` (how many of the sequential client's requests to send,
-//! default all; fewer gives an extrapolated time, marked as such). The run fails after printing
-//! when the sync reports a failure or a cluster lacks a Secret.
+//! `MESHCERT_BENCH_CLUSTERS` (10), `MESHCERT_BENCH_LATENCY_MS` (20) and
+//! `MESHCERT_BENCH_CONCURRENCY` (32). `MESHCERT_BENCH_SEQUENTIAL` sends only that many of the
+//! sequential client's requests (default all), and the time is then extrapolated and marked as
+//! such. The run fails after printing when the sync reports a failure or a cluster lacks a
+//! Secret.
 
 mod common;
 
@@ -201,8 +202,8 @@ async fn signed_sync(client: &mut Client, body: &str) -> Result<Value> {
     Ok(serde_json::from_slice(&response)?)
 }
 
-/// The server-side apply of every (certificate, cluster), built as the sync builds it, with
-/// the index of its cluster.
+/// Builds the server-side apply of every (certificate, cluster) as the sync builds it, with the
+/// index of its cluster.
 fn apply_requests(bodies: &[Value], clusters: &[FakeCluster]) -> Result<Vec<(usize, http::Request<Full<Bytes>>)>> {
     let mut requests = Vec::new();
     for body in bodies {

@@ -146,7 +146,7 @@ async fn printed_runtime_config_trusts_cluster() {
     let east = fake_cluster_with("east", |config| config.https()).await;
     let registration = serde_json::json!({ "id": "east", "api_server": east.url(), "token": east.token(), "ca_bundle": east.ca_pem().unwrap() });
 
-    // Without the entry, TLS fails and the cluster's details say why.
+    // Without the entry, TLS fails and the cluster's details show the reason.
     let untrusting = TestApp::start_with(&LOOPBACK_HTTPS).await;
     let (status, body) = untrusting.call("POST", "/api/v1/clusters", Some(&registration)).await;
     assert_eq!(status, 201, "{body}");
@@ -154,7 +154,7 @@ async fn printed_runtime_config_trusts_cluster() {
     assert_eq!(details["client_tls"]["state"], "not_trusted", "{details}");
     assert_eq!(details["reachability"]["error"]["kind"], "tls_failed", "{details}");
 
-    // The printed entries and the saved bundle, as the README tells operators to write them.
+    // The printed entries and the saved bundle, written as the README instructs operators.
     let (status, printed) = untrusting.call("GET", "/api/v1/runtime-config/client-tls", None).await;
     assert_eq!(status, 200);
     let printed = printed.as_str().expect("the runtime configuration is text").to_string();

@@ -94,9 +94,9 @@ async fn check_failed_write(certificates: &Certificates, case: &Case, n: u64, re
     let expected_component = if failed.key.starts_with("hooks/") { "sync-webhook" } else { "api" };
     assert_eq!(failed.component, expected_component, "{when}: unexpected writer during a create without clusters");
     if ["audit/", "alert/", "hooks/", "index/"].iter().any(|prefix| failed.key.starts_with(prefix)) {
-        // These come after the version and its head are stored: the alert and the expiry index
-        // for the scan to redo (it rebuilds the index), the sync call for the next sync to redo,
-        // the audit entry once the response is decided.
+        // These come after the version and its head are stored. The scan redoes the alert and
+        // the expiry index (it rebuilds the index), the next sync redoes the sync call, and the
+        // audit entry is written once the response is decided.
         // A failure of any of them is logged only.
         assert_eq!(status, 201, "{when}: a failure after the certificate was stored changed the response: {body}");
     } else {

@@ -270,7 +270,7 @@ pub struct SyncRequest {
     pub purge: bool,
 }
 
-/// `POST /hooks/probe`: check that a cluster's API server answers with the stored token.
+/// `POST /hooks/probe`: check that a cluster's API server responds to the stored token.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
@@ -281,10 +281,10 @@ pub struct ProbeRequest {
     pub nonce: Option<String>,
 }
 
-/// The answer of a cluster's API server to `GET /version` with the stored token.
+/// The response of a cluster's API server to `GET /version` with the stored token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeReport {
-    /// Whether it answered 200.
+    /// Whether it responded 200.
     pub reachable: bool,
     /// The HTTP status, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,7 +292,7 @@ pub struct ProbeReport {
     /// `gitVersion` from the answer, such as `v1.31.2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
-    /// Why it is not reachable, with the fix.
+    /// The reason it is not reachable, with the fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<SyncError>,
     /// Time of the probe in milliseconds.
@@ -342,7 +342,7 @@ pub struct ClientTlsStatus {
     /// failed: the runtime configuration lacks the CA), or `unknown` (the probe did not get as
     /// far as TLS).
     pub state: String,
-    /// What to do, when something is to do.
+    /// The action to take, when one is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

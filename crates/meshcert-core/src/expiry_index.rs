@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::alerts::{AlertKind, AlertMember, AlertRecord};
 
-/// The number of shards. At 10,000 certificates a shard contains about 300 entries, some 60 KiB by estimate,
-/// well under the store's 1 MB value limit; the limit is reached near 150,000 certificates.
+/// The number of shards. At 10,000 certificates a shard contains about 300 entries, some 60 KiB
+/// by estimate, so the store's 1 MB value limit is reached near 150,000 certificates.
 pub const SHARDS: u8 = 32;
 
 /// Key of the index's metadata.

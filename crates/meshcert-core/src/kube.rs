@@ -464,9 +464,9 @@ pub fn plan_apply(live: Option<&LiveSecret>, desired: &DesiredSecret) -> Planned
     }
 }
 
-/// Decides what to do with a Secret that meshcert no longer wants in a cluster (its certificate
-/// is deleted, its selector no longer matches, or mTLS was turned off): remove it when it is
-/// meshcert's Secret of `certificate`, and otherwise leave it alone.
+/// Decides what to do with a Secret that meshcert no longer wants in a cluster, because its
+/// certificate is deleted, its selector no longer matches, or mTLS was turned off. It is removed
+/// when it is meshcert's Secret of `certificate`, and otherwise left alone.
 pub fn plan_removal(live: Option<&LiveSecret>, certificate: &str) -> PlannedAction {
     match live {
         Some(live) if live.managed_for(certificate) => PlannedAction::Delete,
@@ -629,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn replace_data_request_removes_stale_keys_at_a_revision() {
+    fn merge_patch_removes_stale_keys() {
         let key = SecretString::new("KEY");
 
         let request =

@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn built_in_entries_allow_https_on_443_and_6443() {
+    fn built_in_entries_allow_https() {
         assert!(allowed("https://k8s.example.com", ""));
         assert!(allowed("https://10.0.0.1:6443", ""));
         assert!(!allowed("https://10.0.0.1:8443", ""));

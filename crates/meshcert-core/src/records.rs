@@ -363,11 +363,11 @@ pub struct SyncRecord {
 }
 
 impl SyncRecord {
-    /// The state of a certificate at `version` (current since `since`) in each registered
-    /// cluster, given as `(id, selected)`, as the API shows it: a selected cluster with no record
-    /// yet, or one that contains an older version, is `pending`; a cluster that is not selected (the
-    /// selector no longer matches it, or the certificate is being deleted) is shown only while
-    /// a failure keeps it there; a cluster that is no longer registered is left out.
+    /// Returns the state of a certificate at `version` (current since `since`) in each registered
+    /// cluster, given as `(id, selected)`, as the API shows it. A selected cluster with no record
+    /// yet, or one that contains an older version, is `pending`. A cluster that is not selected
+    /// (the selector no longer matches it, or the certificate is being deleted) is shown only
+    /// while a failure keeps it there. A cluster that is no longer registered is left out.
     pub fn states_for(&self, version: u32, since: DateTime<Utc>, clusters: &[(&str, bool)]) -> BTreeMap<String, ClusterSyncState> {
         let mut states = BTreeMap::new();
         for &(id, selected) in clusters {
@@ -396,11 +396,10 @@ impl SyncRecord {
     }
 }
 
-/// Summarizes per-cluster states in one word for the list view: `synced` when every cluster
-/// contains the current version, `partial` when some do and others failed, `failed` when a
-/// cluster failed (a removal included) and none contains it, `pending` when the rest waits for a
-/// sync, and `none` when
-/// no registered cluster is selected.
+/// Summarizes per-cluster states in one word for the list view. `synced`: every cluster contains
+/// the current version. `partial`: some do and another failed. `failed`: a cluster failed (a
+/// removal included) and none contains it. `pending`: the rest waits for a sync. `none`: no
+/// registered cluster is selected.
 pub fn sync_summary(states: &BTreeMap<String, ClusterSyncState>) -> &'static str {
     if states.is_empty() {
         return "none";
