@@ -1,15 +1,22 @@
-//! Routing and handlers of the Kubernetes API paths the fake serves: `/version`, namespaces and
-//! core/v1 Secrets. Handlers run synchronously under the cluster's state lock, so every request is
-//! atomic, as a single etcd transaction would be.
+//! Routing of the Kubernetes API paths the fake serves, the handlers of `/version`, namespaces and
+//! core/v1 Secrets, and the request helpers that the Gateway and Pod handlers share. Handlers run
+//! synchronously under the cluster's state lock, so every request is atomic, as a single etcd
+//! transaction would be.
 
 use std::collections::BTreeMap;
 
 use hyper::Method;
 use serde_json::{json, Map, Value};
 
-use crate::secret::{self, FieldSet, LabelSelector, StoredSecret};
+use crate::gateway::{self, StoredGateway};
+use crate::pod::{self, StoredPod};
+use crate::secret::{self, FieldSet, StoredSecret};
+use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError, FieldCause};
 use crate::util;
+
+/// The fields that a `fieldSelector` on Secrets may name.
+const SECRET_FIELDS: [&str; 3] = ["metadata.name", "metadata.namespace", "type"];
 
 /// The state of one fake cluster.
 #[derive(Debug, Default)]
@@ -20,6 +27,13 @@ pub(crate) struct ClusterState {
     pub namespaces: BTreeMap<String, NamespaceRecord>,
     /// Secrets keyed by (namespace, name).
     pub secrets: BTreeMap<(String, String), StoredSecret>,
+    /// Istio Gateways keyed by (namespace, name).
+    pub gateways: BTreeMap<(String, String), StoredGateway>,
+    /// Pods keyed by (namespace, name).
+    pub pods: BTreeMap<(String, String), StoredPod>,
+    /// The versions of `networking.istio.io` that the cluster serves, highest priority first, as
+    /// API discovery orders them. Empty means Istio's CRDs are not installed.
+    pub gateway_versions: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +95,7 @@ pub(crate) struct ApiRequest<'a> {
 }
 
 impl ApiRequest<'_> {
-    fn query_value(&self, key: &str) -> Option<&str> {
+    pub fn query_value(&self, key: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == key)
@@ -89,7 +103,7 @@ impl ApiRequest<'_> {
     }
 
     /// Checks for `dryRun=All`, which requests validation and a response without storing anything.
-    fn is_dry_run(&self) -> bool {
+    pub fn is_dry_run(&self) -> bool {
         self.query_value("dryRun") == Some("All")
     }
 
@@ -110,7 +124,7 @@ impl ApiRequest<'_> {
     }
 
     /// Returns the media type, lowercased and without parameters such as `; charset=utf-8`.
-    fn media_type(&self) -> Option<String> {
+    pub fn media_type(&self) -> Option<String> {
         self.content_type.map(|ct| {
             ct.split(';')
                 .next()
@@ -127,9 +141,9 @@ pub(crate) struct ApiResponse {
     pub body: Value,
 }
 
-type ApiResult = Result<ApiResponse, ApiError>;
+pub(crate) type ApiResult = Result<ApiResponse, ApiError>;
 
-fn ok(code: u16, body: Value) -> ApiResult {
+pub(crate) fn ok(code: u16, body: Value) -> ApiResult {
     Ok(ApiResponse { code, body })
 }
 
@@ -160,8 +174,12 @@ pub(crate) fn handle(state: &mut ClusterState, version: &Value, request: &ApiReq
             ),
             _ => Err(ApiError::method_not_allowed()),
         },
+        ["api", "v1", "secrets"] => match *method {
+            Method::GET => list_secrets(state, None, request),
+            _ => Err(ApiError::method_not_allowed()),
+        },
         ["api", "v1", "namespaces", namespace, "secrets"] => match *method {
-            Method::GET => list_secrets(state, namespace, request),
+            Method::GET => list_secrets(state, Some(namespace), request),
             Method::POST => create_secret(state, namespace, request),
             _ => Err(ApiError::method_not_allowed()),
         },
@@ -172,8 +190,40 @@ pub(crate) fn handle(state: &mut ClusterState, version: &Value, request: &ApiReq
             Method::DELETE => delete_secret(state, namespace, name, request),
             _ => Err(ApiError::method_not_allowed()),
         },
+        ["api", "v1", "pods"] => match *method {
+            Method::GET => pod::list_pods(state, None, request),
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        ["api", "v1", "namespaces", namespace, "pods"] => match *method {
+            Method::GET => pod::list_pods(state, Some(namespace), request),
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        ["api", "v1", "namespaces", namespace, "pods", name] => match *method {
+            Method::GET => pod::get_pod(state, namespace, name),
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        ["apis"] => match *method {
+            Method::GET => ok(200, gateway::api_group_list(&state.gateway_versions)),
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        ["apis", gateway::GROUP, rest @ ..] if !state.gateway_versions.is_empty() => {
+            gateway::handle(state, rest, request)
+        }
         _ => Err(ApiError::path_not_found()),
     }
+}
+
+/// Rejects `watch=true`, which the fake does not implement, on a list request.
+pub(crate) fn reject_watch(request: &ApiRequest) -> Result<(), ApiError> {
+    if request
+        .query_value("watch")
+        .is_some_and(|w| w == "true" || w == "1")
+    {
+        return Err(ApiError::bad_request(
+            "fake-kube does not implement watch requests",
+        ));
+    }
+    Ok(())
 }
 
 fn list_namespaces(state: &ClusterState) -> ApiResult {
@@ -211,28 +261,27 @@ fn get_secret(state: &ClusterState, namespace: &str, name: &str) -> ApiResult {
     }
 }
 
-/// Lists the Secrets of a namespace that match `labelSelector` and `fieldSelector`. A namespace
-/// that does not exist gives an empty list, as with kube-apiserver.
+/// Lists the Secrets of a namespace, or of all namespaces when `namespace` is `None`, that match
+/// `labelSelector` and `fieldSelector`. A namespace that does not exist gives an empty list, as
+/// with kube-apiserver.
 // NOTE: `limit` and `continue` are ignored, so the whole list comes in one page.
-fn list_secrets(state: &ClusterState, namespace: &str, request: &ApiRequest) -> ApiResult {
-    if request
-        .query_value("watch")
-        .is_some_and(|w| w == "true" || w == "1")
-    {
-        return Err(ApiError::bad_request(
-            "fake-kube does not implement watch requests",
-        ));
-    }
+fn list_secrets(state: &ClusterState, namespace: Option<&str>, request: &ApiRequest) -> ApiResult {
+    reject_watch(request)?;
     let labels = LabelSelector::parse(request.query_value("labelSelector").unwrap_or(""))?;
-    let fields = parse_field_selector(request.query_value("fieldSelector").unwrap_or(""))?;
+    let fields = FieldSelector::parse(
+        request.query_value("fieldSelector").unwrap_or(""),
+        &SECRET_FIELDS,
+    )?;
 
-    let items: Vec<Value> = state
-        .secrets
-        .range((namespace.to_owned(), String::new())..)
-        .take_while(|((ns, _), _)| ns == namespace)
-        .map(|(_, secret)| secret)
+    let items: Vec<Value> = in_namespace(&state.secrets, namespace)
         .filter(|secret| labels.matches(&secret.labels))
-        .filter(|secret| fields.iter().all(|term| term.matches(secret)))
+        .filter(|secret| {
+            fields.matches(|field| match field {
+                "metadata.name" => &secret.name,
+                "metadata.namespace" => &secret.namespace,
+                _ => &secret.secret_type,
+            })
+        })
         .map(|secret| secret.to_json(false))
         .collect();
     ok(
@@ -246,61 +295,34 @@ fn list_secrets(state: &ClusterState, namespace: &str, request: &ApiRequest) -> 
     )
 }
 
-/// One `fieldSelector` term. Secrets support `metadata.name`, `metadata.namespace` and `type`.
-struct FieldTerm {
-    field: String,
-    value: String,
-    negated: bool,
-}
-
-impl FieldTerm {
-    fn matches(&self, secret: &StoredSecret) -> bool {
-        let actual = match self.field.as_str() {
-            "metadata.name" => &secret.name,
-            "metadata.namespace" => &secret.namespace,
-            _ => &secret.secret_type,
-        };
-        (actual == &self.value) != self.negated
-    }
-}
-
-fn parse_field_selector(selector: &str) -> Result<Vec<FieldTerm>, ApiError> {
-    let mut terms = Vec::new();
-    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, value, negated) = if let Some((f, v)) = term.split_once("!=") {
-            (f, v, true)
-        } else if let Some((f, v)) = term.split_once("==") {
-            (f, v, false)
-        } else if let Some((f, v)) = term.split_once('=') {
-            (f, v, false)
-        } else {
-            return Err(ApiError::bad_request(format!(
-                "invalid field selector term {term:?}: expected field=value"
-            )));
-        };
-        let field = field.trim();
-        if !matches!(field, "metadata.name" | "metadata.namespace" | "type") {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {field}"
-            )));
+/// Iterates over the objects of one namespace, or of all namespaces for `None`, in (namespace,
+/// name) order.
+pub(crate) fn in_namespace<'a, T>(
+    objects: &'a BTreeMap<(String, String), T>,
+    namespace: Option<&str>,
+) -> Box<dyn Iterator<Item = &'a T> + 'a> {
+    match namespace {
+        Some(namespace) => {
+            let namespace = namespace.to_owned();
+            Box::new(
+                objects
+                    .range((namespace.clone(), String::new())..)
+                    .take_while(move |((ns, _), _)| *ns == namespace)
+                    .map(|(_, object)| object),
+            )
         }
-        terms.push(FieldTerm {
-            field: field.to_owned(),
-            value: value.trim().to_owned(),
-            negated,
-        });
+        None => Box::new(objects.values()),
     }
-    Ok(terms)
 }
 
 /// Parses a JSON request body. The real API also accepts YAML and protobuf, but the fake does not.
-fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })
 }
 
-fn require_json(request: &ApiRequest) -> Result<(), ApiError> {
+pub(crate) fn require_json(request: &ApiRequest) -> Result<(), ApiError> {
     match request.media_type().as_deref() {
         Some("application/json") => Ok(()),
         other => Err(ApiError::unsupported_media_type(
@@ -323,7 +345,10 @@ fn check_type_meta(input: &secret::SecretInput) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_namespace(body_namespace: Option<&str>, url_namespace: &str) -> Result<(), ApiError> {
+pub(crate) fn check_namespace(
+    body_namespace: Option<&str>,
+    url_namespace: &str,
+) -> Result<(), ApiError> {
     match body_namespace {
         Some(ns) if !ns.is_empty() && ns != url_namespace => Err(ApiError::bad_request(
             "the namespace of the provided object does not match the namespace sent on the request",
@@ -332,7 +357,7 @@ fn check_namespace(body_namespace: Option<&str>, url_namespace: &str) -> Result<
     }
 }
 
-fn check_name(body_name: Option<&str>, url_name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(body_name: Option<&str>, url_name: &str) -> Result<(), ApiError> {
     let body_name = body_name.unwrap_or("");
     if body_name == url_name {
         Ok(())
@@ -519,7 +544,7 @@ fn merge_patch_secret(
 }
 
 /// Applies an RFC 7386 JSON merge patch in place: objects merge recursively, `null` deletes.
-fn json_merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn json_merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch_map) = patch else {
         *target = patch.clone();
         return;
@@ -555,27 +580,11 @@ fn apply_secret(
     name: &str,
     request: &ApiRequest,
 ) -> ApiResult {
-    let manager = match request
-        .query_value("fieldManager")
-        .filter(|m| !m.is_empty())
-    {
-        Some(manager) => manager.to_owned(),
-        None => {
-            return Err(ApiError::invalid(
-                "PatchOptions.meta.k8s.io",
-                "",
-                &[FieldCause::required("fieldManager").with_detail("is required for apply patch")],
-            ))
-        }
-    };
+    let manager = apply_field_manager(request)?;
     let force = request.query_value("force") == Some("true");
 
-    let body: Value = serde_json::from_slice(request.body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "error decoding YAML: fake-kube parses application/apply-patch+yaml bodies as JSON only, and this body is not valid JSON: {e}"
-        ))
-    })?;
-    check_apply_type_meta(&body)?;
+    let body = parse_apply_body(request)?;
+    check_apply_type_meta(&body, "v1", "Secret", "secrets")?;
     let input = secret::decode_input(&body)?;
     check_namespace(input.namespace.as_deref(), namespace)?;
     check_name(input.name.as_deref(), name)?;
@@ -648,23 +657,56 @@ fn apply_secret(
     commit(state, updated, request.is_dry_run(), 200)
 }
 
-/// Checks `apiVersion` and `kind` of an apply body, which must state both.
-fn check_apply_type_meta(body: &Value) -> Result<(), ApiError> {
-    let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
-    if api_version.is_empty() || kind.is_empty() {
+/// Returns the `fieldManager` parameter, which server-side apply requires, or the 422 that
+/// kube-apiserver returns without it.
+pub(crate) fn apply_field_manager(request: &ApiRequest) -> Result<String, ApiError> {
+    match request
+        .query_value("fieldManager")
+        .filter(|m| !m.is_empty())
+    {
+        Some(manager) => Ok(manager.to_owned()),
+        None => Err(ApiError::invalid(
+            "PatchOptions.meta.k8s.io",
+            "",
+            &[FieldCause::required("fieldManager").with_detail("is required for apply patch")],
+        )),
+    }
+}
+
+/// Parses an `application/apply-patch+yaml` body, which must be JSON because the fake has no YAML
+/// parser. JSON is valid YAML, so real clients that send JSON work unchanged.
+pub(crate) fn parse_apply_body(request: &ApiRequest) -> Result<Value, ApiError> {
+    serde_json::from_slice(request.body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "error decoding YAML: fake-kube parses application/apply-patch+yaml bodies as JSON only, and this body is not valid JSON: {e}"
+        ))
+    })
+}
+
+/// Checks `apiVersion` and `kind` of an apply body, which must state both and match the URL:
+/// `api_version` such as `v1` or `networking.istio.io/v1`, `kind` such as `Secret`, and the
+/// plural `resource` of the URL for the message.
+pub(crate) fn check_apply_type_meta(
+    body: &Value,
+    api_version: &str,
+    kind: &str,
+    resource: &str,
+) -> Result<(), ApiError> {
+    let body_api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let body_kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
+    if body_api_version.is_empty() || body_kind.is_empty() {
         return Err(ApiError::bad_request(
             "invalid object type: an apply patch must set apiVersion and kind",
         ));
     }
-    if api_version != "v1" {
+    if body_api_version != api_version {
         return Err(ApiError::bad_request(format!(
-            "Incorrect version specified in apply patch. Specified patch version: {api_version}, expected: v1"
+            "Incorrect version specified in apply patch. Specified patch version: {body_api_version}, expected: {api_version}"
         )));
     }
-    if kind != "Secret" {
+    if body_kind != kind {
         return Err(ApiError::bad_request(format!(
-            "invalid object kind in apply patch: {kind:?} sent to a secrets URL, expected \"Secret\""
+            "invalid object kind in apply patch: {body_kind:?} sent to a {resource} URL, expected {kind:?}"
         )));
     }
     Ok(())
@@ -732,43 +774,57 @@ fn delete_secret(
         .get(&key)
         .ok_or_else(|| ApiError::not_found("secrets", name))?;
 
-    if !request.body.is_empty() {
-        let options = parse_json_body(request.body)?;
-        let preconditions = options.get("preconditions");
-        let expected_rv = preconditions
-            .and_then(|p| p.get("resourceVersion"))
-            .and_then(Value::as_str);
-        if let Some(rv) = expected_rv.filter(|rv| *rv != current.resource_version.to_string()) {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on secrets \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    current.resource_version
-                ),
-                Some(json!({ "name": name, "kind": "secrets" })),
-            ));
-        }
-        let expected_uid = preconditions
-            .and_then(|p| p.get("uid"))
-            .and_then(Value::as_str);
-        if let Some(uid) = expected_uid.filter(|uid| *uid != current.uid) {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on secrets \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    current.uid
-                ),
-                Some(json!({ "name": name, "kind": "secrets" })),
-            ));
-        }
-    }
+    check_delete_preconditions(
+        request,
+        ("", "secrets", name),
+        current.resource_version,
+        &current.uid,
+    )?;
 
     let uid = current.uid.clone();
     if !request.is_dry_run() {
         state.secrets.remove(&key);
         state.next_resource_version();
     }
-    ok(200, status::success_status("secrets", name, &uid))
+    ok(200, status::success_status("", "secrets", name, &uid))
+}
+
+/// Checks the `preconditions.resourceVersion` and `preconditions.uid` of a DELETE request's
+/// `DeleteOptions` body, if it has one, against the current object. A mismatch is a 409.
+/// `object` is the (group, plural resource, name) of the object, for the message.
+pub(crate) fn check_delete_preconditions(
+    request: &ApiRequest,
+    object: (&str, &str, &str),
+    resource_version: u64,
+    uid: &str,
+) -> Result<(), ApiError> {
+    if request.body.is_empty() {
+        return Ok(());
+    }
+    let (group, resource, name) = object;
+    let options = parse_json_body(request.body)?;
+    let preconditions = options.get("preconditions");
+    let expected_rv = preconditions
+        .and_then(|p| p.get("resourceVersion"))
+        .and_then(Value::as_str);
+    if let Some(rv) = expected_rv.filter(|rv| *rv != resource_version.to_string()) {
+        return Err(ApiError::precondition_failed(
+            group,
+            resource,
+            name,
+            &format!("ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {resource_version}"),
+        ));
+    }
+    let expected_uid = preconditions
+        .and_then(|p| p.get("uid"))
+        .and_then(Value::as_str);
+    if let Some(expected) = expected_uid.filter(|expected| *expected != uid) {
+        return Err(ApiError::precondition_failed(
+            group,
+            resource,
+            name,
+            &format!("UID in precondition: {expected}, UID in object meta: {uid}"),
+        ));
+    }
+    Ok(())
 }

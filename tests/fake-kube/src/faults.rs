@@ -12,6 +12,8 @@ pub struct StatusFault {
     pub path_prefix: Option<String>,
     /// The number of requests left to fail, or `None` to fail every matching request until cleared.
     pub remaining: Option<u32>,
+    /// The HTTP method of the requests to affect, such as `PATCH`, or `None` for every method.
+    pub method: Option<String>,
 }
 
 impl StatusFault {
@@ -21,6 +23,7 @@ impl StatusFault {
             code,
             path_prefix: None,
             remaining: None,
+            method: None,
         }
     }
 
@@ -33,6 +36,12 @@ impl StatusFault {
     /// Limits the fault to the next `count` matching requests.
     pub fn times(mut self, count: u32) -> Self {
         self.remaining = Some(count);
+        self
+    }
+
+    /// Limits the fault to requests with `method`, such as a write that races another client.
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
         self
     }
 }
@@ -118,9 +127,12 @@ impl Faults {
         }
     }
 
-    /// Returns the injected status code for a request to `path`, counting the use.
-    pub fn take_status(&mut self, path: &str) -> Option<u16> {
+    /// Returns the injected status code for a `method` request to `path`, counting the use.
+    pub fn take_status(&mut self, method: &str, path: &str) -> Option<u16> {
         let fault = self.status.as_mut()?;
+        if fault.method.as_deref().is_some_and(|wanted| !wanted.eq_ignore_ascii_case(method)) {
+            return None;
+        }
         take(&fault.path_prefix, &mut fault.remaining, path).then_some(fault.code)
     }
 }

@@ -6,12 +6,23 @@
 //!
 //! - `GET /version`, `GET /api/v1/namespaces` and `GET /api/v1/namespaces/{ns}`;
 //! - core/v1 Secrets under `/api/v1/namespaces/{ns}/secrets`: GET, LIST with `labelSelector` and
-//!   `fieldSelector`, POST, PUT with resourceVersion preconditions, DELETE, server-side apply
-//!   (`PATCH` with `application/apply-patch+yaml`, JSON bodies only) and JSON merge patch;
-//! - `metadata.uid`, `creationTimestamp`, `managedFields` and a cluster-wide resourceVersion
-//!   counter that every write increments;
+//!   `fieldSelector` (also across namespaces at `/api/v1/secrets`), POST, PUT with resourceVersion
+//!   preconditions, DELETE, server-side apply (`PATCH` with `application/apply-patch+yaml`, JSON
+//!   bodies only) and JSON merge patch;
+//! - Istio Gateways (`networking.istio.io`, served at `v1` and `v1beta1` unless
+//!   [`FakeClusterConfig::gateway_versions`] sets other versions) under
+//!   `/apis/networking.istio.io/{version}/namespaces/{ns}/gateways`: GET, LIST (also across
+//!   namespaces at `.../{version}/gateways`), POST, PUT, DELETE, JSON merge patch and server-side
+//!   apply, with resourceVersion preconditions, `metadata.generation`, the checks of Istio's
+//!   validating webhook, and API discovery at `/apis` and `/apis/networking.istio.io`;
+//! - read-only core/v1 Pods at `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods`, which tests add
+//!   with [`FakeCluster::put_pod`];
+//! - `metadata.uid`, `creationTimestamp`, `managedFields` (Secrets only) and a cluster-wide
+//!   resourceVersion counter that every write increments;
 //! - validation as kube-apiserver does it: `type` is immutable, data keys and values are checked,
 //!   the data of a Secret is at most 1 MiB, `kubernetes.io/tls` needs `tls.crt` and `tls.key`;
+//! - label selectors with `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)` and `k notin (a,b)` on
+//!   every list;
 //! - errors as Kubernetes `Status` objects with `reason`, `details` and `code`.
 //!
 //! Tests change faults at runtime: the cluster can go down (connections refused) and come back on
@@ -54,7 +65,10 @@
 mod api;
 mod cli;
 mod faults;
+mod gateway;
+mod pod;
 mod secret;
+mod selector;
 mod server;
 mod status;
 mod tls;
@@ -99,10 +113,14 @@ pub struct FakeClusterConfig {
     pub log_requests: bool,
     /// HTTPS settings, or `None` to serve plain HTTP.
     pub https: Option<HttpsConfig>,
+    /// The versions of `networking.istio.io` whose Gateways the cluster serves, such as `v1`.
+    /// Empty means Istio's CRDs are not installed.
+    pub gateway_versions: Vec<String>,
 }
 
 impl FakeClusterConfig {
-    /// A config with the namespace `istio-system`, a free port and version v1.31.0.
+    /// A config with the namespace `istio-system`, a free port, version v1.31.0 and Gateways at
+    /// `networking.istio.io/v1` and `v1beta1`.
     pub fn new(name: impl Into<String>, token: impl Into<String>) -> Self {
         FakeClusterConfig {
             name: name.into(),
@@ -112,7 +130,19 @@ impl FakeClusterConfig {
             git_version: "v1.31.0".to_owned(),
             log_requests: false,
             https: None,
+            gateway_versions: gateway::DEFAULT_VERSIONS
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
         }
+    }
+
+    /// Sets the versions of `networking.istio.io` whose Gateways the cluster serves, such as
+    /// `&["v1beta1"]` for an Istio older than 1.22, or `&[]` for a cluster without Istio. A request
+    /// to another version gets a 404, as for a resource the cluster does not have.
+    pub fn gateway_versions(mut self, versions: &[&str]) -> Self {
+        self.gateway_versions = versions.iter().map(|v| v.to_string()).collect();
+        self
     }
 
     /// Serves HTTPS with a CA made at start and accepts clients without a certificate. A client
@@ -144,8 +174,9 @@ impl FakeCluster {
     /// Binds the listen address and starts serving. Must run inside a Tokio runtime.
     ///
     /// Fails when the address is not loopback (127.0.0.0/8 or ::1), the token is empty, a
-    /// namespace name is not a DNS-1123 label, a given client CA is not a CA certificate in PEM, or
-    /// the address cannot be bound.
+    /// namespace name is not a DNS-1123 label, a Gateway version is not a Kubernetes version name
+    /// such as `v1` or `v1beta1`, a given client CA is not a CA certificate in PEM, or the address
+    /// cannot be bound.
     pub async fn start(config: FakeClusterConfig) -> anyhow::Result<FakeCluster> {
         let listen = config
             .listen
@@ -163,6 +194,15 @@ impl FakeCluster {
             check_namespace_name(namespace)?;
             state.add_namespace(namespace);
         }
+        for version in &config.gateway_versions {
+            if !gateway::is_version_name(version) {
+                bail!("fake cluster {}: invalid Gateway version {version:?}: expected a Kubernetes API version such as v1, v1beta1 or v1alpha3", config.name);
+            }
+            if !state.gateway_versions.contains(version) {
+                state.gateway_versions.push(version.clone());
+            }
+        }
+        gateway::sort_versions(&mut state.gateway_versions);
 
         let listener = TcpListener::bind(listen)
             .await
@@ -293,14 +333,16 @@ impl FakeCluster {
         Ok(())
     }
 
-    /// Removes a namespace and its Secrets at once, where a real cluster would finalize them first.
-    /// Returns whether the namespace existed.
+    /// Removes a namespace and its Secrets, Gateways and Pods at once, where a real cluster would
+    /// finalize them first. Returns whether the namespace existed.
     pub fn remove_namespace(&self, namespace: &str) -> bool {
         let mut state = lock(&self.shared.state);
         if state.namespaces.remove(namespace).is_none() {
             return false;
         }
         state.secrets.retain(|(ns, _), _| ns != namespace);
+        state.gateways.retain(|(ns, _), _| ns != namespace);
+        state.pods.retain(|(ns, _), _| ns != namespace);
         state.next_resource_version();
         true
     }
@@ -376,6 +418,133 @@ impl FakeCluster {
         let mut state = lock(&self.shared.state);
         let removed = state
             .secrets
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some();
+        if removed {
+            state.next_resource_version();
+        }
+        removed
+    }
+
+    /// Stores a Gateway directly, creating or replacing it, to set up a state without the API.
+    /// `gateway` has the API form, with `metadata.name` required and `metadata.namespace` ignored,
+    /// and is stored as it is, unknown fields and `status` included. It must pass the same
+    /// validation as a POST. The namespace is created if it is missing, and must be a DNS-1123
+    /// label.
+    ///
+    /// The `uid` and `creationTimestamp` of the value are kept, else those of the replaced
+    /// Gateway, else new ones are generated. The write increments the resourceVersion, and the
+    /// generation when `spec` changes. Returns the stored Gateway at the preferred served version.
+    pub fn put_gateway(&self, namespace: &str, gateway: Value) -> anyhow::Result<Value> {
+        check_namespace_name(namespace)?;
+        let mut state = lock(&self.shared.state);
+        let mut stored =
+            gateway::build_for_test(&state, namespace, &gateway).map_err(|message| {
+                anyhow::anyhow!(
+                    "fake cluster {}: invalid Gateway: {message}",
+                    self.shared.name
+                )
+            })?;
+
+        state.add_namespace(namespace);
+        stored.resource_version = state.next_resource_version();
+        state
+            .gateways
+            .insert((namespace.to_owned(), stored.name.clone()), stored.clone());
+        Ok(stored.to_json(gateway::preferred_version(&state.gateway_versions)))
+    }
+
+    /// Returns the Gateway at the preferred served version (`v1` when none is served), or `None`
+    /// when absent.
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<Value> {
+        let state = lock(&self.shared.state);
+        let version = gateway::preferred_version(&state.gateway_versions);
+        state
+            .gateways
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|g| g.to_json(version))
+    }
+
+    /// Returns the Gateways of all namespaces, sorted by namespace and name, each as
+    /// [`FakeCluster::gateway`] returns it.
+    pub fn gateways(&self) -> Vec<Value> {
+        let state = lock(&self.shared.state);
+        let version = gateway::preferred_version(&state.gateway_versions);
+        state
+            .gateways
+            .values()
+            .map(|g| g.to_json(version))
+            .collect()
+    }
+
+    /// Deletes a Gateway directly and returns whether it existed.
+    pub fn remove_gateway(&self, namespace: &str, name: &str) -> bool {
+        let mut state = lock(&self.shared.state);
+        let removed = state
+            .gateways
+            .remove(&(namespace.to_owned(), name.to_owned()))
+            .is_some();
+        if removed {
+            state.next_resource_version();
+        }
+        removed
+    }
+
+    /// Adds or replaces a running Pod with `labels`, for a Gateway's selector to find. The
+    /// namespace is created if it is missing. A replaced Pod keeps its uid. The write increments
+    /// the resourceVersion. Fails when the namespace is not a DNS-1123 label, the name is not a
+    /// DNS-1123 subdomain or a label is invalid.
+    pub fn put_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        check_namespace_name(namespace)?;
+        if let Err(detail) = secret::check_dns_subdomain(name) {
+            bail!("invalid pod name {name:?}: {detail}");
+        }
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut causes = Vec::new();
+        secret::validate_labels(&labels, &mut causes);
+        if let Some(cause) = causes.first() {
+            bail!(
+                "invalid labels for pod {name:?}: {}: {}",
+                cause.field,
+                cause.message
+            );
+        }
+
+        let mut state = lock(&self.shared.state);
+        state.add_namespace(namespace);
+        let key = (namespace.to_owned(), name.to_owned());
+        let (uid, creation_timestamp) = match state.pods.get(&key) {
+            Some(pod) => (pod.uid.clone(), pod.creation_timestamp.clone()),
+            None => (util::new_uid(), util::now_rfc3339()),
+        };
+        let resource_version = state.next_resource_version();
+        state.pods.insert(
+            key,
+            pod::StoredPod {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                uid,
+                resource_version,
+                creation_timestamp,
+                labels,
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes a Pod directly and returns whether it existed.
+    pub fn remove_pod(&self, namespace: &str, name: &str) -> bool {
+        let mut state = lock(&self.shared.state);
+        let removed = state
+            .pods
             .remove(&(namespace.to_owned(), name.to_owned()))
             .is_some();
         if removed {

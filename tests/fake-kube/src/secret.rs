@@ -251,7 +251,10 @@ impl StoredSecret {
             creation_timestamp: now.to_owned(),
             labels: input.labels.unwrap_or_default(),
             annotations: input.annotations.unwrap_or_default(),
-            secret_type: input.secret_type.filter(|t| !t.is_empty()).unwrap_or_else(default_type),
+            secret_type: input
+                .secret_type
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(default_type),
             data: input.data.unwrap_or_default(),
             immutable: input.immutable,
             managed_fields: Vec::new(),
@@ -657,7 +660,7 @@ fn check_config_key(key: &str) -> Result<(), String> {
 
 /// Checks a label value or the name part of a qualified name: at most 63 characters of
 /// alphanumerics, `-`, `_` and `.`, starting and ending with an alphanumeric (empty allowed).
-fn is_label_value(value: &str) -> bool {
+pub(crate) fn is_label_value(value: &str) -> bool {
     let bytes = value.as_bytes();
     value.len() <= 63
         && bytes
@@ -669,7 +672,7 @@ fn is_label_value(value: &str) -> bool {
 
 /// Checks a qualified name such as `app.kubernetes.io/managed-by`: an optional DNS subdomain
 /// prefix and `/`, then a non-empty name.
-fn is_qualified_name(key: &str) -> bool {
+pub(crate) fn is_qualified_name(key: &str) -> bool {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -679,7 +682,7 @@ fn is_qualified_name(key: &str) -> bool {
         && is_label_value(name)
 }
 
-fn validate_labels(labels: &BTreeMap<String, String>, causes: &mut Vec<FieldCause>) {
+pub(crate) fn validate_labels(labels: &BTreeMap<String, String>, causes: &mut Vec<FieldCause>) {
     for (key, value) in labels {
         if !is_qualified_name(key) {
             causes.push(FieldCause::invalid(
@@ -698,7 +701,10 @@ fn validate_labels(labels: &BTreeMap<String, String>, causes: &mut Vec<FieldCaus
     }
 }
 
-fn validate_annotations(annotations: &BTreeMap<String, String>, causes: &mut Vec<FieldCause>) {
+pub(crate) fn validate_annotations(
+    annotations: &BTreeMap<String, String>,
+    causes: &mut Vec<FieldCause>,
+) {
     let mut total = 0usize;
     for (key, value) in annotations {
         if !is_qualified_name(key) {
@@ -718,176 +724,9 @@ fn validate_annotations(annotations: &BTreeMap<String, String>, causes: &mut Vec
     }
 }
 
-/// A parsed `labelSelector` query parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LabelSelector(Vec<Requirement>);
-
-#[derive(Debug, Clone, PartialEq)]
-enum Requirement {
-    Equals(String, String),
-    NotEquals(String, String),
-    Exists(String),
-    NotExists(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-impl LabelSelector {
-    /// Parses the selector syntax of the Kubernetes API: comma-joined `k=v`, `k==v`, `k!=v`, `k`,
-    /// `!k`, `k in (a,b)` and `k notin (a,b)`. An empty selector matches everything.
-    pub fn parse(selector: &str) -> Result<LabelSelector, ApiError> {
-        let mut requirements = Vec::new();
-        for term in split_terms(selector) {
-            let term = term.trim();
-            if term.is_empty() {
-                continue;
-            }
-            requirements.push(parse_requirement(term).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "unable to parse requirement: invalid label selector term {term:?}"
-                ))
-            })?);
-        }
-        Ok(LabelSelector(requirements))
-    }
-
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|requirement| match requirement {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::NotExists(k) => !labels.contains_key(k),
-            Requirement::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
-            Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
-        })
-    }
-}
-
-/// Splits a selector at the commas that are outside parentheses, so `k in (a,b)` stays one term.
-fn split_terms(selector: &str) -> Vec<&str> {
-    let mut terms = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in selector.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                terms.push(&selector[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    terms.push(&selector[start..]);
-    terms
-}
-
-fn parse_requirement(term: &str) -> Option<Requirement> {
-    let valid_key = |k: &str| is_qualified_name(k);
-    let valid_value = |v: &str| is_label_value(v);
-
-    if let Some(key) = term.strip_prefix('!') {
-        let key = key.trim();
-        return valid_key(key).then(|| Requirement::NotExists(key.to_owned()));
-    }
-    for (operator, build) in [
-        (
-            "!=",
-            Requirement::NotEquals as fn(String, String) -> Requirement,
-        ),
-        ("==", Requirement::Equals),
-        ("=", Requirement::Equals),
-    ] {
-        if let Some((key, value)) = term.split_once(operator) {
-            let (key, value) = (key.trim(), value.trim());
-            return (valid_key(key) && valid_value(value))
-                .then(|| build(key.to_owned(), value.to_owned()));
-        }
-    }
-    for (operator, negated) in [(" notin ", true), (" in ", false)] {
-        if let Some((key, rest)) = term.split_once(operator) {
-            let key = key.trim();
-            let list = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-            let values: Vec<String> = list.split(',').map(|v| v.trim().to_owned()).collect();
-            if !valid_key(key) || !values.iter().all(|v| valid_value(v)) {
-                return None;
-            }
-            return Some(if negated {
-                Requirement::NotIn(key.to_owned(), values)
-            } else {
-                Requirement::In(key.to_owned(), values)
-            });
-        }
-    }
-    valid_key(term).then(|| Requirement::Exists(term.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn selector_equality_and_existence() {
-        let managed = labels(&[
-            ("app.kubernetes.io/managed-by", "meshcert"),
-            ("tier", "edge"),
-        ]);
-        let other = labels(&[("app.kubernetes.io/managed-by", "helm")]);
-        let cases = [
-            ("app.kubernetes.io/managed-by=meshcert", true, false),
-            ("app.kubernetes.io/managed-by==meshcert", true, false),
-            ("app.kubernetes.io/managed-by!=meshcert", false, true),
-            ("tier", true, false),
-            ("!tier", false, true),
-            (
-                "app.kubernetes.io/managed-by=meshcert,tier=edge",
-                true,
-                false,
-            ),
-            (
-                "app.kubernetes.io/managed-by in (meshcert, helm)",
-                true,
-                true,
-            ),
-            (
-                "app.kubernetes.io/managed-by notin (helm),tier",
-                true,
-                false,
-            ),
-            ("", true, true),
-        ];
-        for (selector, matches_managed, matches_other) in cases {
-            let parsed = LabelSelector::parse(selector).unwrap();
-            assert_eq!(
-                parsed.matches(&managed),
-                matches_managed,
-                "selector {selector:?} on managed"
-            );
-            assert_eq!(
-                parsed.matches(&other),
-                matches_other,
-                "selector {selector:?} on other"
-            );
-        }
-    }
-
-    #[test]
-    fn selector_rejects_malformed_terms() {
-        for selector in ["a=b=c", "bad key=x", "k in a,b", "=v"] {
-            assert!(
-                LabelSelector::parse(selector).is_err(),
-                "selector {selector:?} should be rejected"
-            );
-        }
-    }
 
     #[test]
     fn fields_v1_round_trip() {

@@ -175,7 +175,7 @@ async fn handle_request(
         (
             faults.latency,
             faults.take_drop(&path),
-            faults.take_status(&path),
+            faults.take_status(parts.method.as_str(), &path),
             faults.slow_body,
         )
     };

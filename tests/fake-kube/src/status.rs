@@ -13,7 +13,8 @@ pub(crate) struct ApiError {
 /// One entry of `details.causes` in an `Invalid` (422) Status, such as `type: Invalid value: ...`.
 #[derive(Debug, Clone)]
 pub(crate) struct FieldCause {
-    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueTooLong` or `FieldValueForbidden`.
+    /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueTooLong`, `FieldValueForbidden`,
+    /// `FieldValueNotSupported` or `FieldValueTypeInvalid`.
     pub reason: &'static str,
     /// The field path, such as `data[tls.crt]` or `metadata.labels`.
     pub field: String,
@@ -27,6 +28,15 @@ impl FieldCause {
             reason: "FieldValueInvalid",
             field: field.into(),
             message: format!("Invalid value: {}: {detail}", json!(value)),
+        }
+    }
+
+    /// Builds an `Invalid value` cause for a value of any JSON type, such as a port number.
+    pub fn invalid_value(field: impl Into<String>, value: &Value, detail: &str) -> Self {
+        FieldCause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {value}: {detail}"),
         }
     }
 
@@ -52,12 +62,55 @@ impl FieldCause {
         }
     }
 
+    /// Builds a cause for a value outside an enumeration, such as a TLS mode.
+    pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+        let listed: Vec<String> = supported.iter().map(|v| json!(v).to_string()).collect();
+        FieldCause {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                json!(value),
+                listed.join(", ")
+            ),
+        }
+    }
+
+    /// Builds a cause for a value of the wrong JSON type, as schema validation of a custom
+    /// resource reports it, such as `spec.servers in body must be of type array: "object"`.
+    pub fn wrong_type(field: impl Into<String>, found: &Value, expected: &str) -> Self {
+        let field = field.into();
+        let found = json_type_name(found);
+        FieldCause {
+            reason: "FieldValueTypeInvalid",
+            message: format!(
+                "Invalid value: {}: {field} in body must be of type {expected}: {}",
+                json!(found),
+                json!(found)
+            ),
+            field,
+        }
+    }
+
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         FieldCause {
             reason: "FieldValueForbidden",
             field: field.into(),
             message: format!("Forbidden: {detail}"),
         }
+    }
+}
+
+/// Returns the OpenAPI type name of a JSON value, as schema validation messages use it.
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -119,11 +172,17 @@ impl ApiError {
     /// Builds a 404 for a named object, such as `secrets "east-tls" not found`. `resource` is the
     /// plural resource name (`secrets`, `namespaces`).
     pub fn not_found(resource: &str, name: &str) -> Self {
+        ApiError::not_found_in_group("", resource, name)
+    }
+
+    /// Builds a 404 for a named object of an API group, such as
+    /// `gateways.networking.istio.io "east" not found`. An empty `group` is the core group.
+    pub fn not_found_in_group(group: &str, resource: &str, name: &str) -> Self {
         ApiError::new(
             404,
             "NotFound",
-            format!("{resource} \"{name}\" not found"),
-            Some(json!({ "name": name, "kind": resource })),
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+            Some(details(group, resource, name)),
         )
     }
 
@@ -147,24 +206,47 @@ impl ApiError {
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Self {
+        ApiError::already_exists_in_group("", resource, name)
+    }
+
+    pub fn already_exists_in_group(group: &str, resource: &str, name: &str) -> Self {
         ApiError::new(
             409,
             "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
-            Some(json!({ "name": name, "kind": resource })),
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+            Some(details(group, resource, name)),
         )
     }
 
     /// Builds the optimistic-concurrency 409 for a stale `metadata.resourceVersion`.
     pub fn stale_resource_version(resource: &str, name: &str) -> Self {
+        ApiError::stale_resource_version_in_group("", resource, name)
+    }
+
+    pub fn stale_resource_version_in_group(group: &str, resource: &str, name: &str) -> Self {
         ApiError::new(
             409,
             "Conflict",
             format!(
-                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; \
-                 please apply your changes to the latest version and try again"
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                qualified(group, resource)
             ),
-            Some(json!({ "name": name, "kind": resource })),
+            Some(details(group, resource, name)),
+        )
+    }
+
+    /// Builds the 409 for a failed precondition of a write or delete, where `detail` names the
+    /// mismatch, such as `ResourceVersion in precondition: 4, ResourceVersion in object meta: 7`.
+    pub fn precondition_failed(group: &str, resource: &str, name: &str, detail: &str) -> Self {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {detail}",
+                qualified(group, resource)
+            ),
+            Some(details(group, resource, name)),
         )
     }
 
@@ -205,6 +287,12 @@ impl ApiError {
     /// Builds a 422 that lists every failed field check, such as
     /// `Secret "east-tls" is invalid: type: Invalid value: "Opaque": field is immutable`.
     pub fn invalid(kind: &str, name: &str, causes: &[FieldCause]) -> Self {
+        ApiError::invalid_in_group("", kind, name, causes)
+    }
+
+    /// Builds a 422 for an object of an API group, such as
+    /// `Gateway.networking.istio.io "east" is invalid: ...`, with `details.group` set.
+    pub fn invalid_in_group(group: &str, kind: &str, name: &str, causes: &[FieldCause]) -> Self {
         let rendered: Vec<String> = causes
             .iter()
             .map(|c| format!("{}: {}", c.field, c.message))
@@ -217,11 +305,16 @@ impl ApiError {
             .iter()
             .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
             .collect();
+        let mut details = details(group, kind, name);
+        details["causes"] = Value::Array(cause_values);
         ApiError::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {summary}"),
-            Some(json!({ "name": name, "kind": kind, "causes": cause_values })),
+            format!(
+                "{} \"{name}\" is invalid: {summary}",
+                qualified(group, kind)
+            ),
+            Some(details),
         )
     }
 
@@ -256,13 +349,34 @@ impl ApiError {
     }
 }
 
-/// Builds the `Status` object of a successful DELETE.
-pub(crate) fn success_status(resource: &str, name: &str, uid: &str) -> Value {
+/// Builds the `Status` object of a successful DELETE. An empty `group` is the core group.
+pub(crate) fn success_status(group: &str, resource: &str, name: &str, uid: &str) -> Value {
+    let mut details = details(group, resource, name);
+    details["uid"] = json!(uid);
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": { "name": name, "kind": resource, "uid": uid },
+        "details": details,
     })
+}
+
+/// Names a resource or kind as kube-apiserver messages do: `secrets` in the core group,
+/// `gateways.networking.istio.io` in another.
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+/// Builds `details` with `name`, `kind` and, outside the core group, `group`.
+fn details(group: &str, kind: &str, name: &str) -> Value {
+    let mut details = json!({ "name": name, "kind": kind });
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    details
 }

@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 
 use crate::{DropFault, FakeCluster, FakeClusterConfig, SlowBody, StatusFault};
 
+mod gateways;
 mod https;
+mod pods;
 
 const TOKEN: &str = "east-token";
 const NS: &str = "istio-system";
@@ -759,8 +761,19 @@ async fn replace_rejects_stale_version() {
 #[tokio::test]
 async fn unknown_path_404() {
     let cluster = start().await;
-    let reply = get(&cluster, "/apis/networking.istio.io/v1/gateways").await;
-    assert_status(&reply, 404, "NotFound");
+    for path in [
+        "/api/v1/configmaps",
+        "/apis/networking.istio.io/v1/virtualservices",
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+    ] {
+        let reply = get(&cluster, path).await;
+        assert_status(&reply, 404, "NotFound");
+        assert_eq!(
+            reply.json()["message"],
+            "the server could not find the requested resource",
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
