@@ -1,4 +1,4 @@
-//! The api component: meshcert's REST API under `/api/v1`.
+//! The api component: meshcert's REST API under `/api/v1`, and the operator console at `/`.
 //!
 //! Each request is authenticated with a bearer token, parsed, handed to `meshcert-core` for
 //! validation, and stored in the key-value store. Changes are pushed to clusters by calling the
@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod certificates;
 mod clusters;
+mod console;
 mod metrics;
 mod hooks;
 mod json;
@@ -34,7 +35,9 @@ async fn handle(request: Request) -> Response {
     let method = request.method().to_string().to_ascii_uppercase();
     let path = request.path().to_string();
 
-    let (response, role) = route(&request, &method).await;
+    let (mut response, role) = route(&request, &method).await;
+    // No response of the api is meant to be read as anything but its declared content type.
+    response.set_header("x-content-type-options", "nosniff");
 
     // Every write with a valid token is audited, whether it was done or refused. Requests without
     // one are only logged: anyone who reaches the port could otherwise fill the store.
@@ -49,6 +52,10 @@ async fn handle(request: Request) -> Response {
 /// response and the role of the token, when it was valid.
 async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
     let path = request.path();
+    // The console's page and files, like /healthz, need no token; its API calls do.
+    if let Some(response) = console::respond(path, method) {
+        return (response, None);
+    }
     let matched = routes::find(path);
 
     if matched.as_ref().is_some_and(|matched| matched.route == Route::Health) {
