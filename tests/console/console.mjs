@@ -276,9 +276,15 @@ step('details show the chain, the clusters and the gateways', async () => {
   assert.equal(await row('data-cluster', 'west').locator('.badge').textContent(), 'failed');
   await expectText(row('data-cluster', 'west').locator('.last-error'), /^namespace_not_found.*payments/);
 
-  // Without the gateways route the api returns 404, which the page shows as no information.
-  // With it, the fake clusters contain no Gateway.
-  await expectText(page.locator('section.gateways'), /No gateway information\.|No Istio Gateway in a registered cluster references credentialName web\./);
+  // east holds a Gateway that uses web, with a host web does not cover and pods in istio-system.
+  const gateway = row('data-gateway', 'east/payments/public');
+  await expectText(gateway, /payments\/public/);
+  await expectText(gateway.locator('.badge'), /^not covered: shop\.example\.test$/);
+  assert.match(await gateway.textContent(), /443\/HTTPS SIMPLE web\.example\.test, shop\.example\.test/);
+  assert.match(await gateway.textContent(), /istio-system/);
+  const warnings = await page.locator('section.gateways').textContent();
+  assert.ok(warnings.includes('host shop.example.test on gateway payments/public in cluster east is not covered'), warnings);
+  assert.ok(warnings.includes('runs its pods in namespace istio-system'), warnings);
   await page.screenshot({ path: path.join(SCREENSHOTS, 'details.png'), fullPage: true });
 });
 

@@ -131,6 +131,12 @@ async fn console_manages_certificates_in_browser() {
     east.add_namespace("payments").unwrap();
     let west = fake_cluster("west").await;
     let north = fake_cluster("north").await;
+    // A Gateway in east that will use the certificate web, which the console creates: one of its
+    // hosts is not covered, and its pods run in istio-system, not in web's namespace.
+    east.put_pod("istio-system", "ingress-1", &[("istio", "ingressgateway")]).unwrap();
+    let server = json!({ "port": { "number": 443, "name": "https", "protocol": "HTTPS" }, "hosts": ["web.example.test", "shop.example.test"], "tls": { "mode": "SIMPLE", "credentialName": "web" } });
+    let public = json!({ "apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": { "namespace": "payments", "name": "public" }, "spec": { "selector": { "istio": "ingressgateway" }, "servers": [server] } });
+    east.put_gateway("payments", public).unwrap();
     let test = TestApp::start_with(&[("api_read_token", READ_TOKEN)]).await;
     test.register(&east).await;
     test.register_with_labels(&west, json!({ "env": "prod" })).await;

@@ -16,6 +16,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use support::{fake_cluster, upload, Certificates, TestApp, API_TOKEN};
 
@@ -325,7 +326,7 @@ impl Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_match_document() {
     let certificates = Certificates::new();
-    for (host, days) in [("one.example.test", 365), ("two.example.test", 365), ("short.example.test", 1), ("renewed.example.test", 365)] {
+    for (host, days) in [("one.example.test", 365), ("two.example.test", 365), ("short.example.test", 1), ("renewed.example.test", 365), ("legacy.example.test", 365)] {
         certificates.server(host, days);
     }
     let east = fake_cluster("east").await;
@@ -502,6 +503,58 @@ async fn responses_match_document() {
     let response = client.call(app, "DELETE", &certificate("one"), admin, None).await;
     client.expect(&response, 200);
     assert!(east.secret("istio-system", "one").is_none(), "the Secret outlived its certificate");
+
+    // Gateways: the ones that use a certificate, a binding and its removal, a manifest, and
+    // references without a Secret.
+    let server = json!({ "port": { "number": 443, "name": "https", "protocol": "HTTPS" }, "hosts": ["short.example.test"], "tls": { "mode": "SIMPLE", "credentialName": "short" } });
+    let public = json!({ "apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": { "namespace": "istio-system", "name": "public" }, "spec": { "selector": { "istio": "ingressgateway" }, "servers": [server] } });
+    east.put_gateway("istio-system", public).expect("store the Gateway");
+    let response = client.call(app, "GET", &format!("{}/gateways", certificate("short")), Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    assert_eq!(response.json()["gateways"][0]["servers"][0]["uncovered_hosts"], json!(["short.example.test"]), "a certificate without SANs covers no host: {response}");
+    let response = client.call(app, "GET", &format!("{}/gateways", certificate("nothing")), admin, None).await;
+    client.expect_error(&response, 404, "certificate_not_found");
+    let binding = json!({ "cluster": "east", "gateway": { "namespace": "istio-system", "name": "public" }, "port": 8443, "hosts": ["short.example.test"] });
+    let response = client.call(app, "POST", &format!("{}/bindings", certificate("short")), admin, Some(binding)).await;
+    client.expect(&response, 200);
+    let response = client.call(app, "POST", &format!("{}/bindings", certificate("short")), admin, Some(json!({ "cluster": "east", "gateway": { "namespace": "istio-system", "name": "public" } }))).await;
+    client.expect_error(&response, 422, "hosts_required");
+    let response = client.call(app, "DELETE", &format!("{}/bindings?cluster=east&gateway=istio-system/public&port=8443", certificate("short")), admin, None).await;
+    client.expect(&response, 200);
+    let response = client.call(app, "DELETE", &format!("{}/bindings?cluster=east&gateway=istio-system/public&port=8443", certificate("short")), admin, None).await;
+    client.expect_error(&response, 502, "binding_failed");
+    let response = client.call(app, "GET", &format!("{}/gateway.yaml?hosts=short.example.test", certificate("short")), Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    assert_eq!(response.header("content-type"), Some("application/yaml"), "{response}");
+    let response = client.call(app, "GET", &format!("{}/gateway.yaml", certificate("short")), admin, None).await;
+    client.expect_error(&response, 400, "hosts_required");
+    let response = client.call(app, "GET", "/api/v1/gateways/dangling", Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+
+    // Imports: the candidates, one import, the same again, and a list.
+    let theirs = |file: &str| base64::engine::general_purpose::STANDARD.encode(certificates.read(file));
+    let legacy = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "namespace": "istio-system", "name": "legacy" }, "type": "kubernetes.io/tls",
+        "data": { "tls.crt": theirs("legacy.example.test.crt"), "tls.key": theirs("legacy.example.test.key") },
+    });
+    east.put_secret("istio-system", legacy).expect("store the Secret");
+    let response = client.call(app, "GET", "/api/v1/imports/candidates", Some(READ_TOKEN), None).await;
+    client.expect(&response, 200);
+    assert_eq!(response.json()["candidates"][0]["name"], "legacy", "{response}");
+    let import = json!({ "cluster": "east", "namespace": "istio-system", "secret": "legacy" });
+    let response = client.call(app, "POST", "/api/v1/imports", admin, Some(import.clone())).await;
+    client.expect(&response, 201);
+    let response = client.call(app, "POST", "/api/v1/imports", admin, Some(import.clone())).await;
+    client.expect(&response, 200);
+    let missing = json!({ "cluster": "east", "namespace": "istio-system", "secret": "nothing" });
+    let response = client.call(app, "POST", "/api/v1/imports", admin, Some(json!([import, missing.clone()]))).await;
+    client.expect(&response, 200);
+    let response = client.call(app, "POST", "/api/v1/imports", admin, Some(missing)).await;
+    client.expect_error(&response, 404, "secret_not_found");
+    let response = client.call(app, "POST", "/api/v1/imports", admin, Some(json!({ "cluster": "east", "namespace": "istio-system" }))).await;
+    client.expect_error(&response, 400, "invalid_json");
+    let response = client.call(app, "DELETE", &certificate("legacy"), admin, None).await;
+    client.expect(&response, 200);
 
     // A cluster's details, changes, the runtime configuration for its CA, and unregistering it.
     let response = client.call(app, "GET", "/api/v1/clusters/east", Some(READ_TOKEN), None).await;

@@ -14,10 +14,11 @@ use meshcert_core::api::{
     self, CertificateDetails, CertificateListItem, CreateCertificateRequest, ReplaceCertificateRequest, RollbackRequest, SyncScope,
 };
 use meshcert_core::expiry;
+use meshcert_core::gateway;
 use meshcert_core::expiry_index::{AlertSnapshot, IndexEntry};
 use meshcert_core::kube;
 use meshcert_core::names;
-use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncRecord, VersionEntry};
+use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncRecord, SyncState, VersionEntry};
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
 use meshcert_core::validate::{self, UploadInput, UploadSummary, ValidatedUpload, Warning};
@@ -41,7 +42,7 @@ pub async fn create(request: &Request, role: Role) -> Response {
     if let Err(response) = check_selector(body.clusters.as_deref()) {
         return response;
     }
-    let delivery = Delivery { clusters: body.clusters.clone(), separate_ca_secret: body.separate_ca_secret };
+    let delivery = Delivery { clusters: body.clusters.clone(), separate_ca_secret: body.separate_ca_secret, secret_format: None, imported_from: None };
     if let Err(response) = delivery.check(&body.name, body.mtls && body.ca_certificate.is_some()) {
         return response;
     }
@@ -89,7 +90,7 @@ pub async fn create(request: &Request, role: Role) -> Response {
     }
     tracing::info!(namespace = %body.namespace, name = %body.name, version = 1, "certificate created");
 
-    respond_after_write(201, &body.namespace, &body.name, upload.warnings, now).await
+    respond_after_write(201, &body.namespace, &body.name, upload.warnings, now, Vec::new()).await
 }
 
 /// `PUT /api/v1/certificates/{namespace}/{name}`: stores new content as a new version (rotation)
@@ -123,6 +124,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
     let delivery = Delivery {
         clusters: body.clusters.clone().unwrap_or_else(|| head.clusters.clone()),
         separate_ca_secret: body.separate_ca_secret.unwrap_or(head.separate_ca_secret),
+        ..Delivery::of(&head)
     };
     if let Err(response) = delivery.check(name, mtls && ca_pem.is_some()) {
         return response;
@@ -146,7 +148,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
             code: "unchanged".into(),
             message: format!("the content equals version {}, so no new version was stored", head.version),
         });
-        return respond_after_write(200, namespace, name, warnings, now).await;
+        return respond_after_write(200, namespace, name, warnings, now, Vec::new()).await;
     }
 
     let written = write_version(&store, Some(&head), namespace, name, content, &delivery, role, now, None);
@@ -156,7 +158,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
     };
     tracing::info!(namespace = %namespace, name = %name, version = head.version, "certificate replaced");
 
-    respond_after_write(200, namespace, name, upload.warnings, now).await
+    respond_after_write(200, namespace, name, upload.warnings, now, Vec::new()).await
 }
 
 /// `POST /api/v1/certificates/{namespace}/{name}/rollback`: stores the content of a kept older
@@ -227,7 +229,7 @@ pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str
     };
     tracing::info!(namespace = %namespace, name = %name, version = head.version, restored_from = body.version, "certificate rolled back");
 
-    respond_after_write(200, namespace, name, upload.warnings, now).await
+    respond_after_write(200, namespace, name, upload.warnings, now, Vec::new()).await
 }
 
 /// `DELETE /api/v1/certificates/{namespace}/{name}`: marks the certificate `deleting`, resolves
@@ -382,7 +384,7 @@ pub fn details(namespace: &str, name: &str) -> Response {
 }
 
 /// The content of a version, validated and in canonical form.
-struct Content {
+pub(crate) struct Content {
     chain_pem: String,
     private_key: SecretString,
     ca_pem: Option<String>,
@@ -391,7 +393,7 @@ struct Content {
 }
 
 impl Content {
-    fn from_upload(upload: &ValidatedUpload, mtls: bool) -> Self {
+    pub(crate) fn from_upload(upload: &ValidatedUpload, mtls: bool) -> Self {
         Self {
             chain_pem: upload.chain_pem.clone(),
             private_key: upload.private_key_pem.clone(),
@@ -409,20 +411,29 @@ impl Content {
 
 /// The delivery of a certificate: the clusters it goes to, and the Secrets it goes in.
 #[derive(Debug, PartialEq, Eq)]
-struct Delivery {
+pub(crate) struct Delivery {
     /// Label selector of the clusters; `None` selects every cluster.
-    clusters: Option<String>,
+    pub(crate) clusters: Option<String>,
     /// Whether the CA also goes to a separate `{name}-cacert` Secret.
-    separate_ca_secret: bool,
+    pub(crate) separate_ca_secret: bool,
+    /// The format of an adopted Secret, which sync keeps; `None` for meshcert's own.
+    pub(crate) secret_format: Option<kube::SecretFormat>,
+    /// The cluster an imported certificate came from.
+    pub(crate) imported_from: Option<records::ImportOrigin>,
 }
 
 impl Delivery {
     fn of(head: &CertificateHead) -> Self {
-        Self { clusters: head.clusters.clone(), separate_ca_secret: head.separate_ca_secret }
+        Self {
+            clusters: head.clusters.clone(),
+            separate_ca_secret: head.separate_ca_secret,
+            secret_format: head.secret_format.clone(),
+            imported_from: head.imported_from.clone(),
+        }
     }
 
     /// Checks that the separate CA Secret has a CA to hold and a valid name.
-    fn check(&self, name: &str, has_mtls_ca: bool) -> Result<(), Response> {
+    pub(crate) fn check(&self, name: &str, has_mtls_ca: bool) -> Result<(), Response> {
         if !self.separate_ca_secret {
             return Ok(());
         }
@@ -453,7 +464,7 @@ impl Delivery {
 /// A failure before the head is written leaves the previous head and version in place (a version
 /// record written without its head is overwritten by the next write, which reuses its number).
 #[allow(clippy::too_many_arguments)]
-fn write_version(
+pub(crate) fn write_version(
     store: &Store,
     previous: Option<&CertificateHead>,
     namespace: &str,
@@ -497,6 +508,8 @@ fn write_version(
         updated_at: now,
         versions,
         delete_requested_at: None,
+        secret_format: delivery.secret_format.clone(),
+        imported_from: delivery.imported_from.clone(),
     };
     store.set(&records::certificate_key(namespace, name), &head)?;
 
@@ -541,12 +554,36 @@ fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> an
     meshcert_spin::index::update(store, &head.namespace, &head.name, |current| *current = Some(entry))
 }
 
-/// Syncs the certificate and responds with its details, the upload's warnings and the ETag.
-async fn respond_after_write(status: u16, namespace: &str, name: &str, mut warnings: Vec<Warning>, now: DateTime<Utc>) -> Response {
+/// Syncs the certificate and responds with its details, the upload's warnings, a warning per
+/// gateway host its SANs do not cover, and the ETag. `adopt` lists the clusters where the sync
+/// may take over a same-named Secret (an import).
+pub(crate) async fn respond_after_write(status: u16, namespace: &str, name: &str, mut warnings: Vec<Warning>, now: DateTime<Utc>, adopt: Vec<String>) -> Response {
     // Push it now, so the response can tell where it landed.
-    if let Err(error) = crate::hooks::sync(SyncScope::Certificate(format!("{namespace}/{name}"))).await {
-        tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "sync after write failed");
-        warnings.push(sync_not_started(&error));
+    let id = format!("{namespace}/{name}");
+    let synced: Vec<String> = match crate::hooks::sync_adopting(SyncScope::Certificate(id.clone()), adopt).await {
+        Ok(report) => report.targets.into_iter().filter(|target| target.state == SyncState::Synced).map(|target| target.cluster).collect(),
+        Err(error) => {
+            tracing::error!(namespace = %namespace, name = %name, error = format!("{error:#}"), "sync after write failed");
+            warnings.push(sync_not_started(&error));
+            Vec::new()
+        }
+    };
+
+    // Gateways that already reference the name serve the new content now: say which of their
+    // hosts it leaves uncovered. Only the clusters that took the content are read, each request
+    // once, so that a failing cluster does not hold the response twice; its failure is in the
+    // sync state.
+    let usage = if synced.is_empty() { Ok(Default::default()) } else { crate::hooks::gateways(&id, Some(synced), true).await };
+    match usage {
+        Ok(usage) => {
+            for used in &usage.gateways {
+                for host in used.servers.iter().flat_map(|server| &server.uncovered_hosts) {
+                    let gateway = format!("{}/{}", used.namespace, used.name);
+                    warnings.push(Warning { code: "host_not_covered".into(), message: gateway::uncovered_warning(host, &gateway, &used.cluster) });
+                }
+            }
+        }
+        Err(error) => tracing::warn!(certificate = %id, error = format!("{error:#}"), "gateway hosts not checked after a write"),
     }
 
     match load_details(namespace, name, now) {
@@ -606,7 +643,7 @@ fn check_if_match(request: &Request, head: &CertificateHead) -> Result<(), Respo
     ))
 }
 
-fn deleting(namespace: &str, name: &str) -> Response {
+pub(crate) fn deleting(namespace: &str, name: &str) -> Response {
     error_response(
         409,
         "certificate_deleting",
@@ -641,7 +678,7 @@ fn older_versions(head: &CertificateHead) -> String {
     older.join(", ")
 }
 
-fn not_found(namespace: &str, name: &str) -> Response {
+pub(crate) fn not_found(namespace: &str, name: &str) -> Response {
     error_response(
         404,
         "certificate_not_found",
@@ -651,7 +688,7 @@ fn not_found(namespace: &str, name: &str) -> Response {
 }
 
 /// Validates an upload, turning a failed check into a 422 that names the field.
-fn validate_input(input: &UploadInput<'_>, namespace: &str, name: &str, now: DateTime<Utc>) -> Result<ValidatedUpload, Response> {
+pub(crate) fn validate_input(input: &UploadInput<'_>, namespace: &str, name: &str, now: DateTime<Utc>) -> Result<ValidatedUpload, Response> {
     validate::validate_upload(input, now, warning_days()).map_err(|error| {
         tracing::warn!(namespace = %namespace, name = %name, code = error.code(), "upload rejected");
         error_response(422, error.code(), &error.to_string(), Some(error.field().as_str()))
@@ -682,6 +719,8 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Resu
         updated_at: head.updated_at,
         versions: head.versions,
         delete_requested_at: head.delete_requested_at,
+        secret_format: head.secret_format,
+        imported_from: head.imported_from,
         sync,
         warnings: Vec::new(),
     }))
@@ -754,7 +793,7 @@ pub fn parse_kept_versions(value: &str) -> Result<usize, String> {
     }
 }
 
-fn check_selector(selector: Option<&str>) -> Result<(), Response> {
+pub(crate) fn check_selector(selector: Option<&str>) -> Result<(), Response> {
     let Some(selector) = selector else {
         return Ok(());
     };
@@ -763,7 +802,7 @@ fn check_selector(selector: Option<&str>) -> Result<(), Response> {
     })
 }
 
-fn check_names(namespace: &str, name: &str) -> Result<(), Response> {
+pub(crate) fn check_names(namespace: &str, name: &str) -> Result<(), Response> {
     if let Err(rule) = names::check_dns1123_label(namespace) {
         return Err(error_response(
             422,

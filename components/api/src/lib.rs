@@ -9,6 +9,8 @@ mod audit;
 mod auth;
 mod certificates;
 mod clusters;
+mod gateways;
+mod imports;
 mod console;
 mod metrics;
 mod hooks;
@@ -92,7 +94,9 @@ async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
     let method = if method == "HEAD" { "GET" } else { method };
 
     // Handlers that read query parameters reject unknown ones themselves; the others take none.
-    let reads_parameters = matches!((matched.route, method), (Route::Certificates, "GET") | (Route::Alerts, "GET") | (Route::Audit, "GET") | (Route::Cluster, "DELETE"));
+    let reads_parameters = matches!((matched.route, method), (Route::Certificates, "GET") | (Route::Alerts, "GET") | (Route::Audit, "GET") | (Route::Cluster, "DELETE")
+            | (Route::CertificateBindings, "DELETE")
+            | (Route::CertificateGatewayManifest, "GET"));
     if !reads_parameters {
         if let Err(response) = json::reject_unknown_parameters(request, &[]) {
             return (response, Some(role));
@@ -106,6 +110,13 @@ async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
         (Route::Certificate, "PUT", [namespace, name]) => certificates::replace(request, role, namespace, name).await,
         (Route::Certificate, "DELETE", [namespace, name]) => certificates::delete(request, namespace, name).await,
         (Route::CertificateRollback, "POST", [namespace, name]) => certificates::rollback(request, role, namespace, name).await,
+        (Route::CertificateGateways, "GET", [namespace, name]) => gateways::usage(namespace, name).await,
+        (Route::CertificateBindings, "POST", [namespace, name]) => gateways::bind(request, namespace, name).await,
+        (Route::CertificateBindings, "DELETE", [namespace, name]) => gateways::unbind(request, namespace, name).await,
+        (Route::CertificateGatewayManifest, "GET", [namespace, name]) => gateways::manifest(request, namespace, name),
+        (Route::DanglingGateways, "GET", _) => gateways::dangling().await,
+        (Route::ImportCandidates, "GET", _) => imports::candidates().await,
+        (Route::Imports, "POST", _) => imports::import(request, role).await,
         (Route::Clusters, "POST", _) => clusters::create(request).await,
         (Route::Clusters, "GET", _) => clusters::list(),
         (Route::Cluster, "GET", [id]) => clusters::details(id).await,

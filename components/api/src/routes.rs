@@ -17,6 +17,18 @@ pub enum Route {
     Certificate,
     /// `/api/v1/certificates/{namespace}/{name}/rollback`
     CertificateRollback,
+    /// `/api/v1/certificates/{namespace}/{name}/gateways`
+    CertificateGateways,
+    /// `/api/v1/certificates/{namespace}/{name}/bindings`
+    CertificateBindings,
+    /// `/api/v1/certificates/{namespace}/{name}/gateway.yaml`
+    CertificateGatewayManifest,
+    /// `/api/v1/gateways/dangling`
+    DanglingGateways,
+    /// `/api/v1/imports/candidates`
+    ImportCandidates,
+    /// `/api/v1/imports`
+    Imports,
     /// `/api/v1/clusters`
     Clusters,
     /// `/api/v1/clusters/{id}`
@@ -55,6 +67,16 @@ pub const ROUTES: &[RouteEntry] = &[
         &[("GET", None), ("PUT", Some("certificate.replace")), ("DELETE", Some("certificate.delete"))],
     ),
     ("/api/v1/certificates/{namespace}/{name}/rollback", Route::CertificateRollback, &[("POST", Some("certificate.rollback"))]),
+    ("/api/v1/certificates/{namespace}/{name}/gateways", Route::CertificateGateways, &[("GET", None)]),
+    (
+        "/api/v1/certificates/{namespace}/{name}/bindings",
+        Route::CertificateBindings,
+        &[("POST", Some("certificate.bind")), ("DELETE", Some("certificate.unbind"))],
+    ),
+    ("/api/v1/certificates/{namespace}/{name}/gateway.yaml", Route::CertificateGatewayManifest, &[("GET", None)]),
+    ("/api/v1/gateways/dangling", Route::DanglingGateways, &[("GET", None)]),
+    ("/api/v1/imports/candidates", Route::ImportCandidates, &[("GET", None)]),
+    ("/api/v1/imports", Route::Imports, &[("POST", Some("certificate.import"))]),
     ("/api/v1/clusters", Route::Clusters, &[("GET", None), ("POST", Some("cluster.register"))]),
     ("/api/v1/clusters/{id}", Route::Cluster, &[("GET", None), ("PATCH", Some("cluster.update")), ("DELETE", Some("cluster.delete"))]),
     ("/api/v1/clusters/{id}/ca-bundle", Route::ClusterCaBundle, &[("GET", None)]),
@@ -99,7 +121,8 @@ impl Matched<'_> {
     /// Names what the request concerns, for the audit trail, such as `certificate istio-system/web`.
     pub fn target(&self) -> String {
         match (self.route, self.parameters.as_slice()) {
-            (Route::Certificate | Route::CertificateRollback, [namespace, name]) => format!("certificate {namespace}/{name}"),
+            (Route::Certificate | Route::CertificateRollback | Route::CertificateBindings, [namespace, name]) => format!("certificate {namespace}/{name}"),
+            (Route::Imports, _) => "imports".into(),
             (Route::Certificates, _) => "certificates".into(),
             (Route::Clusters, _) => "clusters".into(),
             (Route::Cluster | Route::ClusterCaBundle, [id]) => format!("cluster {id}"),

@@ -22,11 +22,11 @@ const DEFAULT_CONCURRENCY: usize = 16;
 const UNMANAGED_SECRET: &str = "unmanaged_secret";
 
 /// A cluster with its token decrypted for this run.
-struct Cluster {
-    id: String,
-    api_server: String,
-    token: SecretString,
-    labels: BTreeMap<String, String>,
+pub(crate) struct Cluster {
+    pub(crate) id: String,
+    pub(crate) api_server: String,
+    pub(crate) token: SecretString,
+    pub(crate) labels: BTreeMap<String, String>,
     /// The connection failure that ended a request after its retries. The cluster's remaining
     /// targets fail with it at once, so that an unreachable cluster does not take the request
     /// slots of the others for the rest of the run.
@@ -49,6 +49,15 @@ struct Certificate {
     /// Names of meshcert's Secrets of this certificate to remove where they exist: both names
     /// when it is being deleted or not selected, and `{name}-cacert` when it is not wanted.
     unwanted: Vec<String>,
+    /// The clusters (ids, or `*`) where a same-named Secret that meshcert does not manage is
+    /// adopted instead of reported as a conflict; only an import sets it.
+    adopt: Vec<String>,
+}
+
+impl Certificate {
+    fn adopts_in(&self, cluster: &str) -> bool {
+        self.adopt.iter().any(|adopted| adopted == "*" || adopted == cluster)
+    }
 }
 
 /// The reason for a target.
@@ -102,7 +111,8 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
         None => (None, None),
     };
     let clusters = load_clusters(&store, cluster_filter)?;
-    let certificates = load_certificates(&store, certificate_filter)?;
+    let adopt = if certificate_filter.is_some() { request.adopt.clone() } else { Vec::new() };
+    let certificates = load_certificates(&store, certificate_filter, adopt)?;
 
     // Every cluster at once; within a cluster, one LIST per namespace and then every target.
     // The client's limit caps the requests in flight across all of them.
@@ -131,7 +141,7 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     Ok(report)
 }
 
-fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Cluster>> {
+pub(crate) fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Cluster>> {
     let cipher = cipher()?;
     let mut clusters = Vec::new();
     for key in store.keys("cluster/")? {
@@ -147,7 +157,7 @@ fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Clus
     Ok(clusters)
 }
 
-fn load_certificates(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Arc<Certificate>>> {
+fn load_certificates(store: &Store, filter: Option<&str>, adopt: Vec<String>) -> anyhow::Result<Vec<Arc<Certificate>>> {
     let cipher = cipher()?;
     let mut certificates = Vec::new();
     for key in store.keys("cert/")? {
@@ -166,7 +176,7 @@ fn load_certificates(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<
             .map_err(|error| anyhow::anyhow!("certificate {id} has an invalid cluster selector: {error}"))?;
         let both_names = vec![name.clone(), kube::ca_secret_name(&name)];
         if head.state == CertificateState::Deleting {
-            certificates.push(Arc::new(Certificate { namespace, name, id, version: 0, selector, deleting: true, wanted: Vec::new(), unwanted: both_names }));
+            certificates.push(Arc::new(Certificate { namespace, name, id, version: 0, selector, deleting: true, wanted: Vec::new(), unwanted: both_names, adopt: Vec::new() }));
             continue;
         }
 
@@ -183,13 +193,14 @@ fn load_certificates(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<
             ca_pem: version.ca_pem.as_deref().filter(|_| version.mtls),
             version: version.version,
         };
-        let mut wanted = vec![content.tls_secret()];
+        let mut wanted = vec![content.tls_secret_in(head.secret_format.as_ref())];
         let mut unwanted = Vec::new();
         match content.ca_secret().filter(|_| head.separate_ca_secret) {
             Some(ca_secret) => wanted.push(ca_secret),
             None => unwanted.push(kube::ca_secret_name(&name)),
         }
-        certificates.push(Arc::new(Certificate { id, version: version.version, selector, deleting: false, wanted, unwanted, namespace, name }));
+        let adopt = adopt.clone();
+        certificates.push(Arc::new(Certificate { id, version: version.version, selector, deleting: false, wanted, unwanted, namespace, name, adopt }));
     }
     Ok(certificates)
 }
@@ -319,6 +330,8 @@ struct Target<'a> {
     certificate: &'a Certificate,
     attempts: u32,
     requests: usize,
+    /// Whether a write took over a Secret that meshcert did not manage.
+    adopted: bool,
 }
 
 impl Target<'_> {
@@ -391,6 +404,7 @@ impl Target<'_> {
             return Err(kube::status_error(404, b""));
         };
         match kube::plan_apply(Some(&live), desired) {
+            PlannedAction::Conflict if self.certificate.adopts_in(&self.cluster.id) => self.adopt(desired, &live).await,
             PlannedAction::Conflict => Err(self.unmanaged(desired)),
             PlannedAction::Unchanged => Ok(live.resource_version),
             PlannedAction::Recreate => {
@@ -409,6 +423,25 @@ impl Target<'_> {
         }
     }
 
+    /// Takes over `live`, a Secret that meshcert does not manage, for an import: a merge patch at
+    /// the resourceVersion that was read adds meshcert's label and annotations and writes the
+    /// certificate's entries. A Secret of another `type` is deleted at that resourceVersion and
+    /// created again, since `type` cannot change in place.
+    async fn adopt(&mut self, desired: &DesiredSecret, live: &LiveSecret) -> Result<Option<String>, SyncError> {
+        self.adopted = true;
+        let resource_version = live.resource_version.as_deref().unwrap_or_default();
+        if live.secret_type.as_deref() != Some(desired.secret_type.as_str()) {
+            self.delete(&desired.name, live).await?;
+            let request = kube::create_secret_request(&self.cluster.api_server, &self.cluster.token, desired);
+            let response = self.send(request).await?;
+            return written(&response);
+        }
+        let stale = live.stale_keys(desired);
+        let request = kube::replace_data_request(&self.cluster.api_server, &self.cluster.token, desired, &stale, resource_version);
+        let response = self.send(request).await?;
+        written(&response)
+    }
+
     /// Deletes the Secret `name` at the resourceVersion it was read with: a Secret replaced in
     /// between by someone else is kept (409). One already gone counts as deleted.
     async fn delete(&mut self, name: &str, live: &LiveSecret) -> Result<(), SyncError> {
@@ -425,7 +458,7 @@ impl Target<'_> {
         SyncError {
             kind: UNMANAGED_SECRET.into(),
             message: format!(
-                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: delete or rename it there, or add that label to let meshcert replace it, then resync",
+                "Secret {}/{} exists in cluster {} and meshcert does not manage it (no label {}={}), so it was left unchanged: to let meshcert replace it, add that label to it or delete it there, then resync; to keep its content instead, delete this certificate and adopt the Secret with POST /api/v1/imports",
                 desired.namespace,
                 desired.name,
                 self.cluster.id,
@@ -439,7 +472,7 @@ impl Target<'_> {
 
 /// Plans and, unless `dry_run`, takes the actions of one target against the listed Secrets.
 async fn sync_target(client: &Client, cluster: &Cluster, certificate: Arc<Certificate>, kind: TargetKind, listing: &Listing, list_attempts: u32, dry_run: bool) -> Outcome {
-    let mut target = Target { client, cluster, certificate: &certificate, attempts: list_attempts, requests: 0 };
+    let mut target = Target { client, cluster, certificate: &certificate, attempts: list_attempts, requests: 0, adopted: false };
     let result = match listing {
         Ok(live) => take_actions(&mut target, kind, live, dry_run).await,
         Err(error) => Err((None, error.clone())),
@@ -472,7 +505,10 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
             // The LIST shows only meshcert's Secrets. A plan must also show a Secret of that name
             // that belongs to someone else, because the create would find it.
             if let Some(found) = target.read(&desired.name).await.map_err(|error| (None, error))? {
-                action = kube::plan_apply(Some(&found), desired);
+                action = match kube::plan_apply(Some(&found), desired) {
+                    PlannedAction::Conflict if certificate.adopts_in(&target.cluster.id) => PlannedAction::Adopt,
+                    action => action,
+                };
             }
         }
         actions.push(action);
@@ -487,6 +523,9 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
             let action = if error.kind == UNMANAGED_SECRET { PlannedAction::Conflict } else { combine(&actions) };
             (Some(action), error)
         })?;
+        if std::mem::take(&mut target.adopted) {
+            *actions.last_mut().expect("pushed above") = PlannedAction::Adopt;
+        }
         if desired.name == certificate.name {
             resource_version = written;
         }
@@ -507,7 +546,7 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
 /// one, `unchanged` or `absent` when none did. Removing a stale `{name}-cacert` while the
 /// certificate is applied counts as an update.
 fn combine(actions: &[PlannedAction]) -> PlannedAction {
-    let writes = [PlannedAction::Recreate, PlannedAction::Create, PlannedAction::Update, PlannedAction::Drifted];
+    let writes = [PlannedAction::Adopt, PlannedAction::Recreate, PlannedAction::Create, PlannedAction::Update, PlannedAction::Drifted];
     if let Some(action) = writes.into_iter().find(|action| actions.contains(action)) {
         return action;
     }
@@ -564,7 +603,7 @@ fn count(report: &mut SyncReport, outcome: &Outcome, state: SyncState) {
             report.applied += 1;
         }
         (_, Some(PlannedAction::Delete)) => report.removed += 1,
-        (_, Some(PlannedAction::Create | PlannedAction::Update | PlannedAction::Recreate)) => report.applied += 1,
+        (_, Some(PlannedAction::Create | PlannedAction::Update | PlannedAction::Recreate | PlannedAction::Adopt)) => report.applied += 1,
         _ => {}
     }
 }
@@ -682,7 +721,7 @@ fn plan_report(outcomes: Vec<Outcome>, started: Instant) -> SyncReport {
 }
 
 /// `sync_concurrency`, or 16 with an error in the log when it is invalid.
-fn concurrency() -> usize {
+pub(crate) fn concurrency() -> usize {
     let value = variable("sync_concurrency").unwrap_or_default();
     match value.trim().parse::<usize>() {
         Ok(limit) if (1..=1024).contains(&limit) => limit,

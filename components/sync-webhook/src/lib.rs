@@ -3,12 +3,18 @@
 //!
 //! Entry points, each signed with `webhook_secret` (see `meshcert_core::signing`):
 //! `POST /hooks/sync`, which the api component calls after each change and pipelines call to
-//! resync, and `POST /hooks/probe`, with which the api checks that a cluster responds.
+//! resync, and `POST /hooks/probe`, with which the api checks that a cluster responds. The api
+//! also reads and binds Gateways and reads Secrets to import through `POST /hooks/gateways`,
+//! `/hooks/gateways/dangling`, `/hooks/bindings`, `/hooks/imports/candidates` and `/hooks/secret`,
+//! since only this component may reach clusters.
 
 mod apply;
 mod client;
+mod gateways;
 
 use meshcert_core::api::{ProbeRequest, SyncReport, SyncRequest, SyncScope};
+use meshcert_core::gateway::{BindingsHookRequest, GatewaysHookRequest};
+use meshcert_core::import::ReadSecretRequest;
 use meshcert_core::names;
 use meshcert_core::records;
 use meshcert_core::signing;
@@ -28,7 +34,12 @@ async fn handle(request: Request) -> Response {
         ("/hooks/sync", Method::Post) => sync(request).await,
         ("/hooks/probe", Method::Post) => probe(request).await,
         ("/hooks/scan", Method::Post) => scan(request).await,
-        ("/hooks/sync" | "/hooks/probe" | "/hooks/scan", _) => {
+        ("/hooks/gateways", Method::Post) => gateway_usage(request).await,
+        ("/hooks/gateways/dangling", Method::Post) => dangling(request).await,
+        ("/hooks/bindings", Method::Post) => bindings(request).await,
+        ("/hooks/imports/candidates", Method::Post) => candidates(request).await,
+        ("/hooks/secret", Method::Post) => read_secret(request).await,
+        ("/hooks/sync" | "/hooks/probe" | "/hooks/scan" | "/hooks/gateways" | "/hooks/gateways/dangling" | "/hooks/bindings" | "/hooks/imports/candidates" | "/hooks/secret", _) => {
             let mut response = error_response(405, "method_not_allowed", &format!("{path:?} accepts only POST"), None);
             response.set_header("allow", "POST");
             response
@@ -124,6 +135,91 @@ async fn scan(request: Request) -> Response {
         }
     };
     json_response(200, &serde_json::json!({ "scan": counts, "sync": sync }))
+}
+
+/// `POST /hooks/gateways`: the Gateways that use one certificate.
+async fn gateway_usage(request: Request) -> Response {
+    let body: GatewaysHookRequest = match verified_body(&request, "{\"certificate\": \"namespace/name\"}") {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(response) = missing_scope(Some(&SyncScope::Certificate(body.certificate.clone()))) {
+        return response;
+    }
+    answer("reading gateways", gateways::usage(&body.certificate, body.clusters.as_deref(), body.single_attempt).await)
+}
+
+/// `POST /hooks/gateways/dangling`: the `credentialName`s without a Secret.
+async fn dangling(request: Request) -> Response {
+    if let Err(response) = verified_body::<ScanRequest>(&request, "{}") {
+        return response;
+    }
+    answer("reading dangling references", gateways::dangling().await)
+}
+
+/// `POST /hooks/bindings`: binds a certificate to a Gateway server, or unbinds it.
+async fn bindings(request: Request) -> Response {
+    let body: BindingsHookRequest = match verified_body(&request, "{\"certificate\": \"namespace/name\", \"bind\": {...}} or {..., \"unbind\": {...}}") {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(response) = missing_scope(Some(&SyncScope::Certificate(body.certificate.clone()))) {
+        return response;
+    }
+    answer("binding", gateways::bindings(&body.certificate, body.bind, body.unbind).await)
+}
+
+/// `POST /hooks/imports/candidates`: Secrets that could be adopted.
+async fn candidates(request: Request) -> Response {
+    if let Err(response) = verified_body::<ScanRequest>(&request, "{}") {
+        return response;
+    }
+    answer("reading import candidates", gateways::candidates().await)
+}
+
+/// `POST /hooks/secret`: one Secret read for an import, its private key sealed. 404 when the
+/// Secret does not exist, 502 when the cluster fails or the Secret holds no certificate.
+async fn read_secret(request: Request) -> Response {
+    let body: ReadSecretRequest = match verified_body(&request, "{\"cluster\": \"id\", \"namespace\": \"...\", \"name\": \"...\"}") {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(response) = missing_scope(Some(&SyncScope::Cluster(body.cluster.clone()))) {
+        return response;
+    }
+    match gateways::read_secret(&body).await {
+        Ok(Ok(Some(report))) => json_response(200, &report),
+        Ok(Ok(None)) => error_response(
+            404,
+            "secret_not_found",
+            &format!("Secret {}/{} does not exist in cluster {}: GET /api/v1/imports/candidates lists the Secrets that can be imported", body.namespace, body.name, body.cluster),
+            Some("secret"),
+        ),
+        Ok(Err(error)) => json_response(502, &serde_json::json!({ "error": { "code": error.kind, "message": error.message } })),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "reading a Secret for an import failed");
+            error_response(500, "internal_error", &format!("{error:#}"), None)
+        }
+    }
+}
+
+/// Checks a hook call and parses its body; `usage` shows the expected body in the 400 answer.
+fn verified_body<T: serde::de::DeserializeOwned>(request: &Request, usage: &str) -> Result<T, Response> {
+    verify(request)?;
+    let body = request.body();
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|error| error_response(400, "invalid_json", &format!("the body is not valid for this hook ({}); send {usage}", describe(&error)), None))
+}
+
+/// Answers with the report, or a 500 naming what failed.
+fn answer<T: serde::Serialize>(what: &str, result: anyhow::Result<T>) -> Response {
+    match result {
+        Ok(report) => json_response(200, &report),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{what} failed");
+            error_response(500, "internal_error", &format!("{what} failed: {error:#}"), None)
+        }
+    }
 }
 
 /// The body of `POST /hooks/scan`.

@@ -194,6 +194,13 @@ pub struct CertificateDetails {
     /// When a delete was requested, while the state is `deleting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_requested_at: Option<DateTime<Utc>>,
+    /// The `type` and key names of an adopted Secret, which sync keeps writing; absent for
+    /// meshcert's own `kubernetes.io/tls` format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_format: Option<crate::kube::SecretFormat>,
+    /// Where an imported certificate came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<crate::records::ImportOrigin>,
     /// State in each cluster.
     pub sync: BTreeMap<String, ClusterSyncState>,
     /// Findings of the upload; only in the response of a write.
@@ -268,6 +275,11 @@ pub struct SyncRequest {
     /// applying, before the cluster is unregistered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purge: bool,
+    /// With a certificate scope: the clusters (ids, or `*` for all) where a same-named Secret
+    /// that meshcert does not manage is taken over, not reported as a conflict. An import sets
+    /// it for the Secret's own cluster, and for every cluster when it replaces the other copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<String>,
 }
 
 /// `POST /hooks/probe`: check that a cluster's API server responds to the stored token.

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -38,6 +39,31 @@ pub const OPAQUE_SECRET_TYPE: &str = "Opaque";
 /// `ca.crt` inside `{credentialName}`.
 pub const CA_SECRET_SUFFIX: &str = "-cacert";
 
+/// The data keys from which Istio reads a certificate: the generic `cert`, `key`, `cacert`,
+/// which it reads first, and the `kubernetes.io/tls` ones.
+pub const ISTIO_KEYS: [&str; 6] = ["cert", "key", "cacert", "tls.crt", "tls.key", "ca.crt"];
+
+/// The key names of a Secret's certificate entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// `tls.crt`, `tls.key`, `ca.crt`.
+    #[default]
+    Tls,
+    /// Istio's generic `cert`, `key`, `cacert`.
+    Generic,
+}
+
+/// The `type` and key names of a Secret that meshcert adopted, in which it keeps writing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFormat {
+    /// `type`, such as `kubernetes.io/tls` or `Opaque`.
+    #[serde(rename = "type")]
+    pub secret_type: String,
+    /// The key names.
+    pub keys: KeyFormat,
+}
+
 /// The content of one certificate's Secrets, as read from the store.
 pub struct TlsSecret<'a> {
     /// Namespace: where the gateway workload runs.
@@ -63,13 +89,28 @@ impl TlsSecret<'_> {
 
     /// Builds the `kubernetes.io/tls` Secret named after the certificate.
     pub fn tls_secret(&self) -> DesiredSecret {
+        self.tls_secret_in(None)
+    }
+
+    /// Builds the Secret named after the certificate in `format`: meshcert's own
+    /// (`kubernetes.io/tls` with `tls.crt`, `tls.key`, `ca.crt`) when `None`, or the `type` and
+    /// key names of a Secret that meshcert adopted, which it keeps so that the gateways reading
+    /// that Secret never see it deleted and created again.
+    pub fn tls_secret_in(&self, format: Option<&SecretFormat>) -> DesiredSecret {
+        let (chain, key, ca) = match format.map(|format| format.keys) {
+            Some(KeyFormat::Generic) => ("cert", "key", "cacert"),
+            _ => ("tls.crt", "tls.key", "ca.crt"),
+        };
         let mut data = BTreeMap::new();
-        data.insert("tls.crt", SecretString::new(self.chain_pem));
-        data.insert("tls.key", self.private_key_pem.clone());
+        data.insert(chain, SecretString::new(self.chain_pem));
+        data.insert(key, self.private_key_pem.clone());
         if let Some(ca_pem) = self.ca_pem {
-            data.insert("ca.crt", SecretString::new(ca_pem));
+            data.insert(ca, SecretString::new(ca_pem));
         }
-        self.desired(self.name.to_string(), TLS_SECRET_TYPE, data)
+        let secret_type = format.map_or(TLS_SECRET_TYPE, |format| format.secret_type.as_str());
+        let mut secret = self.desired(self.name.to_string(), secret_type, data);
+        secret.keeps_other_keys = format.is_some();
+        secret
     }
 
     /// Builds the separate `{name}-cacert` Secret with the mTLS CA as `cacert`; `None` without a CA.
@@ -84,12 +125,13 @@ impl TlsSecret<'_> {
         self.tls_secret().manifest()
     }
 
-    fn desired(&self, name: String, secret_type: &'static str, data: BTreeMap<&'static str, SecretString>) -> DesiredSecret {
+    fn desired(&self, name: String, secret_type: &str, data: BTreeMap<&'static str, SecretString>) -> DesiredSecret {
         DesiredSecret {
             namespace: self.namespace.to_string(),
             name,
             certificate: format!("{}/{}", self.namespace, self.name),
-            secret_type,
+            secret_type: secret_type.to_string(),
+            keeps_other_keys: false,
             version: self.version,
             fingerprint: self.fingerprint(),
             data,
@@ -112,7 +154,10 @@ pub struct DesiredSecret {
     /// `namespace/name` of the certificate, for [`CERTIFICATE_ANNOTATION`].
     pub certificate: String,
     /// `type`.
-    pub secret_type: &'static str,
+    pub secret_type: String,
+    /// Whether data entries that Istio does not read as a certificate (a CRL, say) stay, as in
+    /// an adopted Secret, instead of being removed.
+    pub keeps_other_keys: bool,
     /// The certificate's version, for [`VERSION_ANNOTATION`].
     pub version: u32,
     /// The certificate's content fingerprint, for [`FINGERPRINT_ANNOTATION`].
@@ -280,6 +325,16 @@ pub fn list_secrets_request(api_server: &str, token: &SecretString, namespace: &
     request(http::Method::GET, url, token, None, Vec::new())
 }
 
+/// Builds the LIST of every Secret in `namespace`, meshcert's or not, to find Secrets to adopt.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidApiServer`] for a bad `api_server`.
+pub fn list_all_secrets_request(api_server: &str, token: &SecretString, namespace: &str) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let url = secret_url(api_server, namespace, None, "")?;
+    request(http::Method::GET, url, token, None, Vec::new())
+}
+
 /// Builds `GET /api/v1/namespaces/{ns}/secrets/{name}`.
 ///
 /// # Errors
@@ -324,7 +379,7 @@ pub fn version_request(api_server: &str, token: &SecretString) -> Result<http::R
     request(http::Method::GET, url, token, None, Vec::new())
 }
 
-fn request(method: http::Method, url: String, token: &SecretString, content_type: Option<&str>, body: Vec<u8>) -> Result<http::Request<Vec<u8>>, RequestError> {
+pub(crate) fn request(method: http::Method, url: String, token: &SecretString, content_type: Option<&str>, body: Vec<u8>) -> Result<http::Request<Vec<u8>>, RequestError> {
     if token.expose().len() > MAX_TOKEN_BYTES {
         return Err(RequestError::TokenTooLong(token.expose().len()));
     }
@@ -411,7 +466,22 @@ impl LiveSecret {
     /// generic `cert`/`key` before `tls.crt`/`tls.key`, so a stale one would shadow the new content.
     pub fn stale_keys(&self, desired: &DesiredSecret) -> Vec<String> {
         let wanted: BTreeSet<&str> = desired.data.keys().copied().collect();
-        self.data_digests.keys().filter(|key| !wanted.contains(key.as_str())).cloned().collect()
+        self.data_digests
+            .keys()
+            .filter(|key| !wanted.contains(key.as_str()))
+            .filter(|key| !desired.keeps_other_keys || ISTIO_KEYS.contains(&key.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The digests of the entries `desired` manages: every entry, or in a Secret that keeps
+    /// other entries, only those Istio reads as a certificate.
+    fn managed_digests(&self, desired: &DesiredSecret) -> BTreeMap<String, String> {
+        self.data_digests
+            .iter()
+            .filter(|(key, _)| !desired.keeps_other_keys || ISTIO_KEYS.contains(&key.as_str()))
+            .map(|(key, digest)| (key.clone(), digest.clone()))
+            .collect()
     }
 }
 
@@ -431,6 +501,9 @@ pub enum PlannedAction {
     Recreate,
     /// A Secret of that name that meshcert does not manage: left alone.
     Conflict,
+    /// A Secret of that name that meshcert did not manage, taken over because an import asked
+    /// for it: labelled and written with the certificate.
+    Adopt,
     /// meshcert's Secret is no longer wanted there: it is removed.
     Delete,
     /// Nothing of meshcert's is there and nothing should be: nothing to do.
@@ -440,7 +513,7 @@ pub enum PlannedAction {
 impl PlannedAction {
     /// Returns whether the action writes the Secret.
     pub fn applies(self) -> bool {
-        matches!(self, PlannedAction::Create | PlannedAction::Update | PlannedAction::Drifted | PlannedAction::Recreate)
+        matches!(self, PlannedAction::Create | PlannedAction::Update | PlannedAction::Drifted | PlannedAction::Recreate | PlannedAction::Adopt)
     }
 }
 
@@ -453,11 +526,11 @@ pub fn plan_apply(live: Option<&LiveSecret>, desired: &DesiredSecret) -> Planned
     if !live.managed_for(&desired.certificate) {
         return PlannedAction::Conflict;
     }
-    if live.secret_type.as_deref() != Some(desired.secret_type) {
+    if live.secret_type.as_deref() != Some(desired.secret_type.as_str()) {
         return PlannedAction::Recreate;
     }
     let claims_this_version = live.version == Some(desired.version) && live.fingerprint.as_deref() == Some(desired.fingerprint.as_str());
-    match (claims_this_version, live.data_digests == desired.data_digests()) {
+    match (claims_this_version, live.managed_digests(desired) == desired.data_digests()) {
         (true, true) => PlannedAction::Unchanged,
         (true, false) => PlannedAction::Drifted,
         (false, _) => PlannedAction::Update,
@@ -474,7 +547,7 @@ pub fn plan_removal(live: Option<&LiveSecret>, certificate: &str) -> PlannedActi
     }
 }
 
-fn base_url(api_server: &str) -> Result<String, RequestError> {
+pub(crate) fn base_url(api_server: &str) -> Result<String, RequestError> {
     let base = url::Url::parse(api_server).map_err(|_| RequestError::InvalidApiServer(api_server.into()))?;
     if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
         return Err(RequestError::InvalidApiServer(api_server.into()));

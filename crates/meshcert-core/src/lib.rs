@@ -22,6 +22,8 @@ pub mod chain;
 pub mod crypto;
 pub mod expiry;
 pub mod expiry_index;
+pub mod gateway;
+pub mod import;
 pub mod key;
 pub mod kube;
 pub mod metrics;

@@ -176,6 +176,22 @@ pub struct CertificateHead {
     /// When a delete was requested; set while the state is `deleting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_requested_at: Option<DateTime<Utc>>,
+    /// The `type` and key names of the Secret meshcert adopted for this certificate, in which
+    /// sync keeps writing; `None` for meshcert's own `kubernetes.io/tls` format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_format: Option<crate::kube::SecretFormat>,
+    /// Where the certificate was imported from, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<ImportOrigin>,
+}
+
+/// The Secret an imported certificate came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportOrigin {
+    /// Cluster id.
+    pub cluster: String,
+    /// When it was imported.
+    pub imported_at: DateTime<Utc>,
 }
 
 impl CertificateHead {

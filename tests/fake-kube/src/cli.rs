@@ -10,6 +10,7 @@ use crate::{check_loopback, ClientCa, FakeCluster, FakeClusterConfig};
 const USAGE: &str = "\
 Usage: fake-kube --listen ADDR --token TOKEN [--namespace NS]... [--name NAME] [--log-requests]
                  [--https] [--write-ca FILE] [--client-ca FILE | --write-client-cert DIR]
+                 [--pod NS/NAME:LABEL=VALUE[,LABEL=VALUE]]...
 
 Serves one fake Kubernetes API cluster until Ctrl-C, over plain HTTP unless --https is given.
 
@@ -28,6 +29,9 @@ Options:
                              (implies --https)
   --write-client-cert DIR    make a client CA, require client certificates signed by it, and write
                              client.crt and client.key into DIR (implies --https)
+  --pod NS/NAME:LABELS        a running pod with these labels, such as
+                             istio-system/ingress-1:istio=ingressgateway, so that Gateway
+                             selectors find a workload; repeat for more
   --help                     print this help";
 
 #[derive(Debug, PartialEq)]
@@ -41,6 +45,15 @@ struct Options {
     write_ca: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     write_client_cert: Option<PathBuf>,
+    pods: Vec<Pod>,
+}
+
+/// A pod of `--pod`.
+#[derive(Debug, PartialEq)]
+struct Pod {
+    namespace: String,
+    name: String,
+    labels: Vec<(String, String)>,
 }
 
 /// Runs `fake-kube` with `args`, the arguments after the subcommand (no program name), building
@@ -82,6 +95,10 @@ pub async fn run_cli(args: Vec<String>) -> anyhow::Result<()> {
     let namespaces = config.namespaces.join(", ");
 
     let cluster = FakeCluster::start(config).await?;
+    for pod in &options.pods {
+        let labels: Vec<(&str, &str)> = pod.labels.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+        cluster.put_pod(&pod.namespace, &pod.name, &labels)?;
+    }
     if let Some(path) = &options.write_ca {
         // parse_args accepts --write-ca only with HTTPS, and an HTTPS cluster always has a CA.
         let ca_pem = cluster
@@ -141,6 +158,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
     let mut write_ca = None;
     let mut client_ca = None;
     let mut write_client_cert = None;
+    let mut pods = Vec::new();
 
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -168,6 +186,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--namespace" => namespaces.push(value(flag)?),
             "--name" => name = Some(value(flag)?),
             "--log-requests" => log_requests = true,
+            "--pod" => pods.push(parse_pod(&value(flag)?)?),
             "--https" => https = true,
             "--write-ca" => write_ca = Some(PathBuf::from(value(flag)?)),
             "--client-ca" => client_ca = Some(PathBuf::from(value(flag)?)),
@@ -200,7 +219,21 @@ fn parse_args(args: &[String]) -> anyhow::Result<Option<Options>> {
         write_ca,
         client_ca,
         write_client_cert,
+        pods,
     }))
+}
+
+/// Parses `--pod namespace/name:key=value,key=value`.
+fn parse_pod(text: &str) -> anyhow::Result<Pod> {
+    let invalid = || format!("--pod {text:?} is not NS/NAME:LABEL=VALUE[,LABEL=VALUE], such as istio-system/ingress-1:istio=ingressgateway\n\n{USAGE}");
+    let (pod, labels) = text.split_once(':').with_context(invalid)?;
+    let (namespace, name) = pod.split_once('/').with_context(invalid)?;
+    let labels = labels
+        .split(',')
+        .map(|label| label.split_once('=').map(|(key, value)| (key.to_owned(), value.to_owned())))
+        .collect::<Option<Vec<_>>>()
+        .with_context(invalid)?;
+    Ok(Pod { namespace: namespace.to_owned(), name: name.to_owned(), labels })
 }
 
 #[cfg(test)]
@@ -230,6 +263,31 @@ mod tests {
         assert_eq!(parsed.token, "t");
         assert_eq!(parsed.namespaces, vec!["istio-system", "other"]);
         assert_eq!(parsed.name, "east");
+    }
+
+    #[test]
+    fn cli_parses_pods() {
+        let base = ["--listen", "127.0.0.1:16443", "--token", "t"];
+        let with_pod = |pod: &str| {
+            let mut list = base.to_vec();
+            list.extend(["--pod", pod]);
+            parse_args(&args(&list))
+        };
+
+        let parsed = with_pod("gateways/ingress-1:istio=ingressgateway,app=edge").unwrap().unwrap();
+
+        assert_eq!(
+            parsed.pods,
+            vec![Pod {
+                namespace: "gateways".to_owned(),
+                name: "ingress-1".to_owned(),
+                labels: vec![("istio".to_owned(), "ingressgateway".to_owned()), ("app".to_owned(), "edge".to_owned())],
+            }]
+        );
+        for invalid in ["ingress-1:istio=ingressgateway", "gateways/ingress-1", "gateways/ingress-1:istio"] {
+            let error = with_pod(invalid).unwrap_err();
+            assert!(error.to_string().contains("is not NS/NAME:LABEL=VALUE"), "{invalid}: {error}");
+        }
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! Migration: `GET /api/v1/imports/candidates` lists the Secrets in clusters that meshcert could
+//! adopt, and `POST /api/v1/imports` adopts them.
+//!
+//! An import reads the Secret through sync-webhook, and the private key comes back sealed with
+//! the store's key. It validates the Secret as an upload and stores it under the same namespace
+//! and name. Then it syncs it with permission to take over that Secret in its cluster (and, with
+//! `replace`, the same-named Secrets elsewhere). The adopted Secret keeps its `type` and key
+//! names, and later syncs write in that format, because a gateway that reads a Secret deleted and
+//! created again loses its listeners for a moment.
+
+use chrono::{DateTime, Utc};
+use meshcert_core::import::{self, ImportRequest};
+use meshcert_core::names;
+use meshcert_core::records::{self, CertificateHead, CertificateState, ClusterRecord, ImportOrigin};
+use meshcert_core::selector::LabelSelector;
+use meshcert_core::validate::{self, UploadInput, Warning};
+use meshcert_spin::{cipher, error_response, json_response, now, Store};
+use serde_json::Value;
+use spin_sdk::http::{Request, Response};
+
+use crate::auth::Role;
+use crate::certificates::{self, check_selector, deleting, respond_after_write, write_version, Content, Delivery};
+use crate::internal_error;
+use crate::json::parse_body;
+
+/// The most Secrets one request may import; a larger migration is several requests.
+const MAX_IMPORTS: usize = 50;
+
+/// `GET /api/v1/imports/candidates`.
+pub async fn candidates() -> Response {
+    match crate::hooks::candidates().await {
+        Ok(report) => json_response(200, &report),
+        Err(error) => crate::gateways::unavailable(&error),
+    }
+}
+
+/// `POST /api/v1/imports`: one import (`{"cluster", "namespace", "secret"}`), with the response
+/// of a create, or a list of them, with 200 and each import's status and body.
+pub async fn import(request: &Request, role: Role) -> Response {
+    let body: Value = match parse_body(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let now = now();
+
+    let Value::Array(items) = body else {
+        return match parse_item(body, None) {
+            Ok(item) => import_one(&item, role, now).await,
+            Err(response) => response,
+        };
+    };
+    if items.is_empty() || items.len() > MAX_IMPORTS {
+        let message = format!("the list has {} imports; send 1 to {MAX_IMPORTS}, and split a larger migration into several requests", items.len());
+        return error_response(400, "invalid_import_list", &message, None);
+    }
+    let mut outcomes = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let summary = serde_json::json!({ "cluster": item["cluster"], "namespace": item["namespace"], "secret": item["secret"] });
+        let response = match parse_item(item, Some(index)) {
+            Ok(item) => import_one(&item, role, now).await,
+            Err(response) => response,
+        };
+        let status = *response.status();
+        let body: Value = serde_json::from_slice(response.body()).unwrap_or_default();
+        let mut outcome = summary;
+        outcome["status"] = status.into();
+        if (200..300).contains(&status) {
+            outcome["certificate"] = body;
+        } else {
+            outcome["error"] = body["error"].clone();
+        }
+        outcomes.push(outcome);
+    }
+    json_response(200, &serde_json::json!({ "imports": outcomes }))
+}
+
+fn parse_item(item: Value, index: Option<usize>) -> Result<ImportRequest, Response> {
+    let at = index.map(|index| format!("import {index}: ")).unwrap_or_default();
+    // serde's messages name fields and types, never values, so they carry no secret.
+    serde_json::from_value(item).map_err(|error| {
+        error_response(400, "invalid_json", &format!("{at}{error}; send {{\"cluster\": \"id\", \"namespace\": \"...\", \"secret\": \"...\"}} with optional replace and clusters"), None)
+    })
+}
+
+/// Imports one Secret and responds as a create does: 201 with the certificate's details.
+async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Response {
+    let (namespace, name) = (item.namespace.as_str(), item.secret.as_str());
+    if let Err(response) = check_item(item) {
+        return response;
+    }
+    let store = match Store::open() {
+        Ok(store) => store,
+        Err(error) => return internal_error(error),
+    };
+    if let Err(response) = check_source_cluster(&store, item) {
+        return response;
+    }
+    let adopt = if item.replace { vec!["*".to_string()] } else { vec![item.cluster.clone()] };
+
+    // An import of the same Secret again resumes one whose adoption did not finish, such as
+    // when the cluster could not be reached right after the certificate was stored.
+    match store.get::<CertificateHead>(&records::certificate_key(namespace, name)) {
+        Ok(None) => {}
+        Ok(Some(head)) if head.state == CertificateState::Deleting => return deleting(namespace, name),
+        Ok(Some(head)) if head.imported_from.as_ref().is_some_and(|origin| origin.cluster == item.cluster) => {
+            let warning = Warning { code: "already_imported".into(), message: format!("{namespace}/{name} was imported from cluster {} before; it was synced again", item.cluster) };
+            return respond_after_write(200, namespace, name, vec![warning], now, adopt).await;
+        }
+        Ok(Some(_)) => {
+            let message = format!("meshcert already stores certificate {namespace}/{name}; rotate it with PUT /api/v1/certificates/{namespace}/{name}, or delete it before importing the cluster's Secret");
+            return error_response(409, "certificate_exists", &message, Some("secret"));
+        }
+        Err(error) => return internal_error(error),
+    }
+
+    let found = match crate::hooks::read_secret(&item.cluster, namespace, name).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(response)) => return response,
+        Err(error) => return crate::gateways::unavailable(&error),
+    };
+    if found.managed {
+        let message = format!("Secret {namespace}/{name} in cluster {} already carries meshcert's label, so there is nothing to import: it belongs to a certificate meshcert stores or stored", item.cluster);
+        return error_response(409, "already_managed", &message, Some("secret"));
+    }
+    let context = import::sealing_context(&item.cluster, namespace, name);
+    let private_key = match cipher().and_then(|cipher| Ok(cipher.open(&found.private_key, &context)?)) {
+        Ok(private_key) => private_key,
+        Err(error) => return internal_error(error),
+    };
+
+    // The same checks as an upload, except that an expired certificate is adopted with a
+    // warning and alerted: it is what the gateways serve now.
+    let mtls = found.ca_certificate.is_some();
+    let input = UploadInput {
+        certificate: found.certificate.as_bytes(),
+        private_key: private_key.expose().as_bytes(),
+        ca_certificate: found.ca_certificate.as_deref().map(str::as_bytes),
+        mtls,
+        allow_expired: true,
+    };
+    let upload = match validate::validate_upload(&input, now, certificates::warning_days()) {
+        Ok(upload) => upload,
+        Err(error) => {
+            tracing::warn!(cluster = %item.cluster, namespace = %namespace, name = %name, code = error.code(), "import rejected");
+            let message = format!("Secret {namespace}/{name} in cluster {} cannot be adopted: {error}", item.cluster);
+            return error_response(422, error.code(), &message, Some("secret"));
+        }
+    };
+    let delivery = Delivery {
+        clusters: item.clusters.clone(),
+        separate_ca_secret: found.separate_ca_secret && mtls,
+        secret_format: Some(found.format),
+        imported_from: Some(ImportOrigin { cluster: item.cluster.clone(), imported_at: now }),
+    };
+    if let Err(response) = delivery.check(name, mtls) {
+        return response;
+    }
+
+    // TODO: Two imports of one name at the same moment can both pass the check above; remove
+    // when the head is written with wasi:keyvalue/atomics compare-and-swap.
+    if let Err(error) = write_version(&store, None, namespace, name, Content::from_upload(&upload, mtls), &delivery, role, now, None) {
+        return internal_error(error);
+    }
+    tracing::info!(cluster = %item.cluster, namespace = %namespace, name = %name, replace = item.replace, "certificate imported");
+
+    respond_after_write(201, namespace, name, upload.warnings, now, adopt).await
+}
+
+fn check_item(item: &ImportRequest) -> Result<(), Response> {
+    if names::check_dns1123_label(&item.cluster).is_err() {
+        return Err(error_response(422, "invalid_cluster", &format!("cluster {:?} is not a cluster id (a DNS-1123 label, such as east)", item.cluster), Some("cluster")));
+    }
+    if let Err(rule) = names::check_dns1123_label(&item.namespace) {
+        return Err(error_response(422, "invalid_namespace", &format!("namespace {} {rule}", names::describe_for_message(&item.namespace)), Some("namespace")));
+    }
+    if let Err(rule) = names::check_dns1123_subdomain(&item.secret) {
+        return Err(error_response(422, "invalid_name", &format!("secret {} {rule}", names::describe_for_message(&item.secret)), Some("secret")));
+    }
+    if let Err(length) = records::check_key_length(&item.namespace, &item.secret) {
+        let message = format!("namespace and secret make a {length}-byte store key, over the limit of {}: shorten the name", records::MAX_KEY_BYTES);
+        return Err(error_response(422, "name_too_long", &message, Some("secret")));
+    }
+    check_selector(item.clusters.as_deref())
+}
+
+/// The source cluster must be registered, and selected when the request narrows the clusters.
+fn check_source_cluster(store: &Store, item: &ImportRequest) -> Result<(), Response> {
+    let cluster = match store.get::<ClusterRecord>(&records::cluster_key(&item.cluster)) {
+        Ok(Some(cluster)) => cluster,
+        Ok(None) => return Err(error_response(404, "cluster_not_found", &format!("cluster {:?} is not registered: GET /api/v1/clusters lists them", item.cluster), Some("cluster"))),
+        Err(error) => return Err(internal_error(error)),
+    };
+    let selector = LabelSelector::parse(item.clusters.as_deref().unwrap_or_default()).unwrap_or_default();
+    if !selector.matches(&cluster.labels) {
+        let message = format!(
+            "clusters {:?} does not select cluster {}, where the Secret is, so meshcert would adopt it and then remove it: widen the selector",
+            item.clusters.as_deref().unwrap_or_default(),
+            item.cluster
+        );
+        return Err(error_response(422, "source_not_selected", &message, Some("clusters")));
+    }
+    Ok(())
+}
