@@ -216,8 +216,11 @@ async fn bindings_change_one_server_and_create_or_delete_gateways() {
     assert!(west.gateway("istio-system", "edge").is_none());
     east.put_gateway("istio-system", gateway("istio-system", "theirs", json!([https_server(443, "https", &["shop.example.test"], "web")]))).unwrap();
     let (status, refused) = test.call("DELETE", "/api/v1/certificates/istio-system/web/bindings?cluster=east&gateway=istio-system/theirs", None).await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (502, Some("binding_failed")), "{refused}");
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("binding_conflict")), "{refused}");
     assert_eq!(refused["results"][0]["error"]["kind"], "last_server");
+    let (status, refused) = test.call("DELETE", "/api/v1/certificates/istio-system/web/bindings?cluster=east&gateway=istio-system/absent", None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (404, Some("binding_not_found")), "{refused}");
+    assert_eq!(refused["results"][0]["error"]["kind"], "gateway_not_found");
     assert!(east.gateway("istio-system", "theirs").is_some());
     let (status, refused) = test.call("DELETE", "/api/v1/certificates/istio-system/web/bindings?cluster=east", None).await;
     assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("gateway")), "{refused}");
@@ -255,6 +258,10 @@ async fn gateway_manifest_is_accepted_by_the_api_server() {
     assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("mutual_needs_ca")), "{refused}");
     let (status, refused) = test.call("GET", "/api/v1/certificates/istio-system/web/gateway.yaml?hosts=bad%20host", None).await;
     assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("hosts")), "{refused}");
+    let (status, refused) = test.call("GET", "/api/v1/certificates/istio-system/web/gateway.yaml?selector=istio!%3Dx", None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("invalid_selector")), "{refused}");
+    let (status, refused) = test.call("GET", "/api/v1/certificates/istio-system/web/gateway.yaml?hosts=a.example.test&hosts=b.example.test", None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("repeated_parameter")), "{refused}");
 }
 
 async fn test_get_raw(test: &TestApp, path: &str) -> (u16, http::HeaderMap, String) {
@@ -307,6 +314,7 @@ async fn import_adopts_a_secret_in_its_format_and_reports_other_copies() {
     east.put_secret("istio-system", foreign_secret("istio-system", "legacy", "kubernetes.io/tls", &[("tls.crt", &legacy.certificate), ("tls.key", &legacy.key)])).unwrap();
     west.put_secret("istio-system", foreign_secret("istio-system", "legacy", "kubernetes.io/tls", &[("tls.crt", &other.certificate), ("tls.key", &other.key)])).unwrap();
     east.put_secret("istio-system", foreign_secret("istio-system", "db-password", "Opaque", &[("password", "hunter2")])).unwrap();
+    east.put_secret("istio-system", foreign_secret("istio-system", "garbage", "Opaque", &[("cert", "not a certificate"), ("key", "not a key")])).unwrap();
     east.put_gateway("istio-system", gateway("istio-system", "public", json!([https_server(443, "https", &["legacy.example.test"], "legacy")]))).unwrap();
 
     // The candidates: certificates only, with each cluster's copy and who references it.
@@ -351,7 +359,7 @@ async fn import_adopts_a_secret_in_its_format_and_reports_other_copies() {
     let (status, refused) = test.call("POST", "/api/v1/imports", Some(&json!({ "cluster": "east", "namespace": "istio-system", "secret": "nothing" }))).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (404, Some("secret_not_found")), "{refused}");
     let (status, refused) = test.call("POST", "/api/v1/imports", Some(&json!({ "cluster": "east", "namespace": "istio-system", "secret": "db-password" }))).await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (502, Some("no_certificate")), "{refused}");
+    assert_eq!((status, refused["error"]["code"].as_str(), refused["error"]["field"].as_str()), (422, Some("no_certificate"), Some("secret")), "{refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("data keys: password"), "{refused}");
     assert!(!refused.to_string().contains("hunter2"));
     let (status, refused) = test.call("POST", "/api/v1/imports", Some(&json!({ "cluster": "north", "namespace": "istio-system", "secret": "legacy" }))).await;
@@ -366,7 +374,8 @@ async fn import_adopts_a_secret_in_its_format_and_reports_other_copies() {
         .map(|entry| (entry["target"].as_str().unwrap().to_string(), entry["status"].as_u64().unwrap()))
         .collect();
     assert_eq!(outcomes.len(), 5, "{audit}");
-    assert!(outcomes.contains(&("certificate istio-system/legacy".to_string(), 201)), "{outcomes:?}");
+    assert!(outcomes.contains(&("certificate istio-system/legacy from cluster east".to_string(), 201)), "{outcomes:?}");
+    assert!(outcomes.contains(&("certificate istio-system/nothing from cluster east".to_string(), 404)), "a refused import names its Secret: {outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,6 +408,11 @@ async fn imported_generic_secret_keeps_its_format_through_rotation() {
     assert_eq!(status, 200, "{report}");
     let statuses: Vec<u64> = report["imports"].as_array().unwrap().iter().map(|outcome| outcome["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 201, 200], "{report}");
+    let (_, audit) = test.call("GET", "/api/v1/audit?action=certificate.import", None).await;
+    let mut audited: Vec<(String, u64)> = audit["entries"].as_array().unwrap().iter().map(|entry| (entry["target"].as_str().unwrap().to_string(), entry["status"].as_u64().unwrap())).collect();
+    audited.sort();
+    let expected = [("certificate istio-system/mtls from cluster east", 200), ("certificate istio-system/mtls from cluster east", 201), ("certificate istio-system/old from cluster east", 201)];
+    assert_eq!(audited, expected.map(|(target, status)| (target.to_string(), status)), "each import of a list is audited");
     let mtls = &report["imports"][0]["certificate"];
     assert_eq!(mtls["secret_format"], json!({ "type": "Opaque", "keys": "generic" }));
     assert_eq!((mtls["mtls"].as_bool(), mtls["separate_ca_secret"].as_bool()), (Some(true), Some(true)), "{mtls}");

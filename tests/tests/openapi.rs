@@ -522,7 +522,7 @@ async fn responses_match_document() {
     let response = client.call(app, "DELETE", &format!("{}/bindings?cluster=east&gateway=istio-system/public&port=8443", certificate("short")), admin, None).await;
     client.expect(&response, 200);
     let response = client.call(app, "DELETE", &format!("{}/bindings?cluster=east&gateway=istio-system/public&port=8443", certificate("short")), admin, None).await;
-    client.expect_error(&response, 502, "binding_failed");
+    client.expect_error(&response, 404, "binding_not_found");
     let response = client.call(app, "GET", &format!("{}/gateway.yaml?hosts=short.example.test", certificate("short")), Some(READ_TOKEN), None).await;
     client.expect(&response, 200);
     assert_eq!(response.header("content-type"), Some("application/yaml"), "{response}");

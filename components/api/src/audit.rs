@@ -21,7 +21,16 @@ const MAX_SUMMARY_CHARS: usize = 500;
 /// Appends the audit entry of a write. A failure is logged and does not change the response: the
 /// write itself has happened, or been refused, either way.
 pub fn record(method: &str, path: &str, role: Option<Role>, response: &Response) {
-    let entry = entry(method, path, role, response, now());
+    record_for(method, path, role, response, None);
+}
+
+/// Appends the audit entry of one part of a write that does several, such as one import of a
+/// list, naming its own `target`.
+pub fn record_for(method: &str, path: &str, role: Option<Role>, response: &Response, target: Option<String>) {
+    let mut entry = entry(method, path, role, response, now());
+    if let Some(target) = target {
+        entry.target = target;
+    }
     if let Err(error) = append(entry) {
         tracing::error!(error = format!("{error:#}"), method = %method, "audit entry not written");
     }

@@ -134,19 +134,27 @@ fn check_cluster(head: &CertificateHead, id: &str) -> Result<Vec<String>, Respon
     }
 }
 
-/// Responds 200 with the report when every cluster succeeded. Otherwise it responds 502 naming
-/// each failure, and the report beside the error shows which clusters did change.
+/// Responds 200 with the report when every cluster succeeded. Otherwise the status tells whose
+/// the failure is: 502 `binding_failed` when a cluster failed, 409 `binding_conflict` when a
+/// Gateway's state forbids the change, 404 `binding_not_found` when there was nothing to change.
+/// The report beside the error shows which clusters did change.
 fn respond(report: BindingReport, what: &str) -> Response {
-    let failures: Vec<String> = report
-        .results
-        .iter()
-        .filter_map(|result| result.error.as_ref().map(|error| format!("cluster {}: {} ({})", result.cluster, error.message, error.kind)))
-        .collect();
-    if failures.is_empty() {
+    let errors: Vec<(&str, &meshcert_core::records::SyncError)> =
+        report.results.iter().filter_map(|result| result.error.as_ref().map(|error| (result.cluster.as_str(), error))).collect();
+    if errors.is_empty() {
         return json_response(200, &report);
     }
+    let is = |kinds: &[&str]| errors.iter().all(|(_, error)| kinds.contains(&error.kind.as_str()));
+    let (status, code) = if is(&["gateway_not_found", "not_bound"]) {
+        (404, "binding_not_found")
+    } else if is(&["gateway_not_found", "not_bound", "last_server", "credential_names_in_use"]) {
+        (409, "binding_conflict")
+    } else {
+        (502, "binding_failed")
+    };
+    let failures: Vec<String> = errors.iter().map(|(cluster, error)| format!("cluster {cluster}: {} ({})", error.message, error.kind)).collect();
     let message = format!("the {what} failed in {} of {} clusters: {}", failures.len(), report.results.len(), failures.join("; "));
-    json_response(502, &serde_json::json!({ "error": { "code": "binding_failed", "message": message }, "results": report.results, "warnings": report.warnings }))
+    json_response(status, &serde_json::json!({ "error": { "code": code, "message": message }, "results": report.results, "warnings": report.warnings }))
 }
 
 /// `GET /api/v1/certificates/{namespace}/{name}/gateway.yaml`: a Gateway manifest that serves
@@ -214,11 +222,10 @@ fn parse_selector(text: &str) -> Result<BTreeMap<String, String>, Response> {
         let Some((key, value)) = term.split_once('=') else {
             return Err(error_response(400, "invalid_selector", &format!("selector term {term:?} is not key=value: send labels such as istio=ingressgateway"), Some("selector")));
         };
-        let labels = BTreeMap::from([(key.trim().to_string(), value.trim().to_string())]);
-        if let Err(message) = LabelSelector::parse(&gateway::selector_text(&labels)) {
-            return Err(error_response(400, "invalid_selector", &message, Some("selector")));
-        }
-        selector.extend(labels);
+        selector.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    if let Err(message) = gateway::check_selector(&selector) {
+        return Err(error_response(400, "invalid_selector", &message, Some("selector")));
     }
     Ok(selector)
 }

@@ -76,8 +76,8 @@ pub async fn candidates() -> anyhow::Result<CandidatesReport> {
 }
 
 /// Asks sync-webhook to read one Secret for an import. `Ok(Err(response))` carries
-/// sync-webhook's own error answer (404 for a missing Secret, 502 for a cluster failure or a
-/// Secret without a certificate), which the api passes on.
+/// sync-webhook's own error response (404 for a missing Secret, 422 for a Secret without a
+/// certificate, 502 for a cluster failure), which the api passes on.
 ///
 /// # Errors
 ///
@@ -89,7 +89,7 @@ pub async fn read_secret(cluster: &str, namespace: &str, name: &str) -> anyhow::
     if status == 200 {
         return Ok(Ok(serde_json::from_slice(response.body()).with_context(|| format!("{SECRET_URL} returned an answer that is not valid JSON"))?));
     }
-    if matches!(status, 404 | 502) {
+    if matches!(status, 404 | 422 | 502) {
         return Ok(Err(meshcert_spin::json_response(status, &serde_json::from_slice::<serde_json::Value>(response.body()).unwrap_or_default())));
     }
     anyhow::bail!("{SECRET_URL} returned HTTP {status}: {}", String::from_utf8_lossy(response.body()).trim())

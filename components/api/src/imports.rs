@@ -39,27 +39,35 @@ pub async fn candidates() -> Response {
 pub async fn import(request: &Request, role: Role) -> Response {
     let body: Value = match parse_body(request) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            audit(request, role, &response, None);
+            return response;
+        }
     };
     let now = now();
 
     let Value::Array(items) = body else {
-        return match parse_item(body, None) {
-            Ok(item) => import_one(&item, role, now).await,
-            Err(response) => response,
+        let (response, target) = match parse_item(body, None) {
+            Ok(item) => (import_one(&item, role, now).await, Some(target(&item))),
+            Err(response) => (response, None),
         };
+        audit(request, role, &response, target);
+        return response;
     };
     if items.is_empty() || items.len() > MAX_IMPORTS {
         let message = format!("the list has {} imports; send 1 to {MAX_IMPORTS}, and split a larger migration into several requests", items.len());
-        return error_response(400, "invalid_import_list", &message, None);
+        let response = error_response(400, "invalid_import_list", &message, None);
+        audit(request, role, &response, None);
+        return response;
     }
     let mut outcomes = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let summary = serde_json::json!({ "cluster": item["cluster"], "namespace": item["namespace"], "secret": item["secret"] });
-        let response = match parse_item(item, Some(index)) {
-            Ok(item) => import_one(&item, role, now).await,
-            Err(response) => response,
+        let (response, target) = match parse_item(item, Some(index)) {
+            Ok(item) => (import_one(&item, role, now).await, Some(target(&item))),
+            Err(response) => (response, None),
         };
+        audit(request, role, &response, target);
         let status = *response.status();
         let body: Value = serde_json::from_slice(response.body()).unwrap_or_default();
         let mut outcome = summary;
@@ -74,11 +82,24 @@ pub async fn import(request: &Request, role: Role) -> Response {
     json_response(200, &serde_json::json!({ "imports": outcomes }))
 }
 
+/// Names an import in the audit trail by the certificate it creates.
+fn target(item: &ImportRequest) -> String {
+    format!("certificate {}/{} from cluster {}", item.namespace, item.secret, item.cluster)
+}
+
+/// Records one import, or a request that was refused before any import, in the audit trail.
+fn audit(request: &Request, role: Role, response: &Response, target: Option<String>) {
+    crate::audit::record_for("POST", request.path(), Some(role), response, target);
+}
+
 fn parse_item(item: Value, index: Option<usize>) -> Result<ImportRequest, Response> {
     let at = index.map(|index| format!("import {index}: ")).unwrap_or_default();
-    // serde's messages name fields and types, never values, so they carry no secret.
+    // serde's own messages may quote a value, which could be a key pasted into the wrong field,
+    // so the message is rebuilt without values.
     serde_json::from_value(item).map_err(|error| {
-        error_response(400, "invalid_json", &format!("{at}{error}; send {{\"cluster\": \"id\", \"namespace\": \"...\", \"secret\": \"...\"}} with optional replace and clusters"), None)
+        let (message, field) = crate::json::describe(&error, ".");
+        let usage = "send {\"cluster\": \"id\", \"namespace\": \"...\", \"secret\": \"...\"} with optional replace and clusters";
+        error_response(400, "invalid_json", &format!("{at}{message}; {usage}"), field.as_deref())
     })
 }
 
@@ -119,7 +140,12 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
         Err(error) => return crate::gateways::unavailable(&error),
     };
     if found.managed {
-        let message = format!("Secret {namespace}/{name} in cluster {} already carries meshcert's label, so there is nothing to import: it belongs to a certificate meshcert stores or stored", item.cluster);
+        let message = format!(
+            "Secret {namespace}/{name} in cluster {} already carries meshcert's label, so there is nothing to import: manage it through its certificate, or remove the label {}={} in the cluster to import it",
+            item.cluster,
+            meshcert_core::kube::MANAGED_BY_LABEL,
+            meshcert_core::kube::MANAGED_BY_VALUE
+        );
         return error_response(409, "already_managed", &message, Some("secret"));
     }
     let context = import::sealing_context(&item.cluster, namespace, name);
@@ -138,7 +164,7 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
         mtls,
         allow_expired: true,
     };
-    let upload = match validate::validate_upload(&input, now, certificates::warning_days()) {
+    let mut upload = match validate::validate_upload(&input, now, certificates::warning_days()) {
         Ok(upload) => upload,
         Err(error) => {
             tracing::warn!(cluster = %item.cluster, namespace = %namespace, name = %name, code = error.code(), "import rejected");
@@ -146,6 +172,10 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
             return error_response(422, error.code(), &message, Some("secret"));
         }
     };
+    // The upload's wording names a request field that an import does not have.
+    for warning in &mut upload.warnings {
+        warning.message = warning.message.replace("it is stored because allow_expired is true", "it is adopted because gateways serve it now");
+    }
     let delivery = Delivery {
         clusters: item.clusters.clone(),
         separate_ca_secret: found.separate_ca_secret && mtls,

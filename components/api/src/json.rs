@@ -29,7 +29,7 @@ pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, Response>
 }
 
 /// Builds a message and the field it concerns from a serde_json error without quoting input.
-fn describe(error: &serde_json::Error, path: &str) -> (String, Option<String>) {
+pub(crate) fn describe(error: &serde_json::Error, path: &str) -> (String, Option<String>) {
     let text = error.to_string();
     let location = format!("line {} column {}", error.line(), error.column());
     let field = (path != "." && is_safe_name(path)).then(|| path.to_string());
@@ -97,14 +97,25 @@ pub fn query_parameter(request: &Request, name: &str) -> Option<String> {
 /// Rejects query parameters that the endpoint does not know, so that a misspelled filter is an
 /// error instead of an unfiltered list.
 pub fn reject_unknown_parameters(request: &Request, known: &[&str]) -> Result<(), Response> {
+    let mut seen = std::collections::BTreeSet::new();
     for (name, _) in url::form_urlencoded::parse(request.query().as_bytes()) {
         if !known.contains(&name.as_ref()) {
             let quoted = if is_safe_name(&name) { format!("{name:?}") } else { "with an unusual name".to_string() };
+            let accepted = if known.is_empty() { "no query parameters".to_string() } else { known.join(", ") };
             return Err(error_response(
                 400,
                 "unknown_parameter",
-                &format!("query parameter {quoted} is not known here; this endpoint accepts {}", known.join(", ")),
+                &format!("query parameter {quoted} is not known here; this endpoint accepts {accepted}"),
                 is_safe_name(&name).then_some(name.as_ref()),
+            ));
+        }
+        // Only the first value would be read, so a repeated parameter would be silently dropped.
+        if !seen.insert(name.clone()) {
+            return Err(error_response(
+                400,
+                "repeated_parameter",
+                &format!("query parameter {name:?} is given more than once; send it once (a list parameter takes comma-separated values)"),
+                Some(name.as_ref()),
             ));
         }
     }

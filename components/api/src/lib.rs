@@ -43,7 +43,9 @@ async fn handle(request: Request) -> Response {
 
     // Every write with a valid token is audited, whether it was done or refused. Requests without
     // one are only logged: anyone who reaches the port could otherwise fill the store.
-    if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && role.is_some() {
+    // Imports audit each Secret themselves, one entry per import of a list.
+    let audited_by_handler = routes::find(&path).is_some_and(|matched| matched.route == Route::Imports && matched.accepts(&method));
+    if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") && role.is_some() && !audited_by_handler {
         audit::record(&method, &path, role, &response);
     }
     tracing::info!(method = %method, path = %path, status = *response.status(), "request finished");

@@ -112,7 +112,7 @@ async fn send_once(request: http::Request<Vec<u8>>, timeout: Duration) -> Result
     let Some(result) = with_timeout(timeout, send).await else {
         return Err(SyncError {
             kind: "timeout".into(),
-            message: format!("the API server did not respond within {} ms ({url}): the next sync retries", timeout.as_millis()),
+            message: format!("the API server did not respond within {} ms ({url}): check that the cluster is up; the next sync or request tries again", timeout.as_millis()),
             status: None,
         });
     };

@@ -294,7 +294,15 @@ pub async fn bindings(certificate: &str, bind: Option<BindingRequest>, unbind: O
                 Ok((change, api_version)) => (Some(change), Some(api_version), None),
                 Err(error) => (None, None, Some(error)),
             };
-            tracing::info!(certificate = %format!("{}/{}", head.namespace, head.name), cluster = %cluster.id, gateway = %format!("{}/{}", target.namespace, target.name), change = ?change, error = error.as_ref().map(|error| error.kind.as_str()), "gateway binding");
+            let change_name = change.and_then(|change| serde_json::to_value(change).ok()).and_then(|change| change.as_str().map(str::to_string));
+            tracing::info!(
+                certificate = %format!("{}/{}", head.namespace, head.name),
+                cluster = %cluster.id,
+                gateway = %format!("{}/{}", target.namespace, target.name),
+                change = change_name.as_deref().unwrap_or("none"),
+                error = error.as_ref().map_or("", |error| error.kind.as_str()),
+                "gateway binding"
+            );
             BindingResult { cluster: cluster.id.clone(), gateway: format!("{}/{}", target.namespace, target.name), change, api_version, error }
         }
     });
@@ -362,7 +370,7 @@ async fn unbind_in(reader: &Reader<'_>, unbind: &UnbindRequest, credential_name:
         };
 
         let mut servers = found.raw_servers.clone();
-        if gateway::unbind(&mut servers, unbind.port, credential_name) == 0 {
+        if gateway::unbind(&mut servers, unbind.port, credential_name).map_err(binding_error)? == 0 {
             let port = unbind.port.map(|port| format!(" on port {port}")).unwrap_or_default();
             return Err(SyncError {
                 kind: "not_bound".into(),
@@ -464,13 +472,17 @@ async fn cluster_candidates(reader: Reader<'_>) -> Result<Vec<(String, String, C
             let Ok(found) = import::read_secret(secret, companion) else {
                 continue;
             };
+            // Entries named like a certificate that hold none are not one Istio could serve.
+            let Some(leaf) = import::leaf_facts(&found.chain_pem) else {
+                continue;
+            };
             let referenced_by = readers_of.get(&(namespace.clone(), name.to_string())).map(|ids| ids.iter().cloned().collect()).unwrap_or_default();
             let copy = CandidateCopy {
                 cluster: reader.cluster.id.clone(),
                 secret_type: found.format.secret_type,
                 keys: found.format.keys,
                 has_ca: found.ca_pem.is_some(),
-                leaf: import::leaf_facts(&found.chain_pem),
+                leaf: Some(leaf),
                 referenced_by,
             };
             copies.push((namespace.clone(), name.to_string(), copy));
@@ -503,12 +515,16 @@ pub async fn read_secret(request: &ReadSecretRequest) -> anyhow::Result<Result<O
     };
     let found = match import::read_secret(&secret, companion.as_ref()) {
         Ok(found) => found,
-        Err(error) => return Ok(Err(SyncError { kind: "no_certificate".into(), message: error.to_string(), status: None })),
+        Err(error) => {
+            let message = format!("{error} (in cluster {})", request.cluster);
+            return Ok(Err(SyncError { kind: "no_certificate".into(), message, status: None }));
+        }
     };
 
     let context = import::sealing_context(&request.cluster, &request.namespace, &request.name);
     let private_key = cipher()?.seal(&found.private_key, &context)?;
-    tracing::info!(cluster = %request.cluster, namespace = %request.namespace, name = %request.name, keys = ?found.format.keys, "Secret read for an import");
+    let keys = if found.format.keys == kube::KeyFormat::Generic { "generic" } else { "tls" };
+    tracing::info!(cluster = %request.cluster, namespace = %request.namespace, name = %request.name, keys, "Secret read for an import");
     Ok(Ok(Some(ReadSecretReport {
         format: found.format,
         resource_version: found.resource_version,

@@ -178,7 +178,7 @@ async fn candidates(request: Request) -> Response {
 }
 
 /// `POST /hooks/secret`: one Secret read for an import, its private key sealed. 404 when the
-/// Secret does not exist, 502 when the cluster fails or the Secret holds no certificate.
+/// Secret does not exist, 422 when it contains no certificate, 502 when the cluster fails.
 async fn read_secret(request: Request) -> Response {
     let body: ReadSecretRequest = match verified_body(&request, "{\"cluster\": \"id\", \"namespace\": \"...\", \"name\": \"...\"}") {
         Ok(body) => body,
@@ -195,6 +195,8 @@ async fn read_secret(request: Request) -> Response {
             &format!("Secret {}/{} does not exist in cluster {}: GET /api/v1/imports/candidates lists the Secrets that can be imported", body.namespace, body.name, body.cluster),
             Some("secret"),
         ),
+        // A Secret without a certificate is the request's mistake; anything else is the cluster's.
+        Ok(Err(error)) if error.kind == "no_certificate" => error_response(422, &error.kind, &error.message, Some("secret")),
         Ok(Err(error)) => json_response(502, &serde_json::json!({ "error": { "code": error.kind, "message": error.message } })),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "reading a Secret for an import failed");

@@ -427,7 +427,7 @@ pub struct BindingResult {
     pub cluster: String,
     /// The Gateway, as `namespace/name`.
     pub gateway: String,
-    /// What changed, when it worked.
+    /// The change made, when it worked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<BindingChange>,
     /// `apiVersion` the cluster serves, when it was read.
@@ -438,7 +438,7 @@ pub struct BindingResult {
     pub error: Option<SyncError>,
 }
 
-/// The answer of `POST /hooks/bindings`, and of the bindings routes.
+/// The response of `POST /hooks/bindings`, and of the bindings routes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BindingReport {
     /// One result per cluster.
@@ -477,7 +477,7 @@ pub struct BindingError {
     pub code: &'static str,
     /// The request field at fault.
     pub field: &'static str,
-    /// What is wrong and what to do.
+    /// The problem and the fix.
     pub message: String,
 }
 
@@ -498,9 +498,11 @@ impl BindingRequest {
         if let Err(rule) = crate::names::check_dns1123_subdomain(&self.gateway.name) {
             return error("invalid_gateway", "gateway", format!("gateway name {:?} {rule}", self.gateway.name));
         }
+
         if !(1..=65535).contains(&self.port) {
             return error("invalid_port", "port", format!("port {} is not a port number: send 1 to 65535, such as 443", self.port));
         }
+
         self.mode = self.mode.to_ascii_uppercase();
         if !BINDING_MODES.contains(&self.mode.as_str()) {
             return error("invalid_mode", "mode", format!("mode {:?} is not a TLS mode meshcert binds: send SIMPLE, or MUTUAL for client certificates", self.mode));
@@ -512,10 +514,12 @@ impl BindingRequest {
                 "mode MUTUAL needs the certificate's CA to verify clients, and this certificate has none: rotate it with a ca_certificate and mtls true, or bind with SIMPLE".into(),
             );
         }
+
         self.protocol = self.protocol.to_ascii_uppercase();
         if !matches!(self.protocol.as_str(), "HTTPS" | "TLS") {
             return error("invalid_protocol", "protocol", format!("protocol {:?} cannot terminate TLS: send HTTPS, or TLS for other protocols by SNI", self.protocol));
         }
+
         if self.hosts.is_empty() {
             self.hosts = dns_sans.iter().filter(|san| san.parse::<std::net::IpAddr>().is_err() && !san.contains(':') && !san.contains('@')).cloned().collect();
         }
@@ -523,16 +527,13 @@ impl BindingRequest {
             return error("hosts_required", "hosts", "the certificate has no DNS name to serve: send hosts, such as [\"shop.example.test\"]".into());
         }
         for host in &self.hosts {
-            let name = host_name(host);
-            let valid = name == "*" || name.strip_prefix("*.").unwrap_or(name).split('.').all(|label| crate::names::check_dns1123_label(&label.to_ascii_lowercase()).is_ok());
-            if !valid {
-                return error("invalid_host", "hosts", format!("host {host:?} is not a DNS name: send names such as shop.example.test or *.example.test"));
+            if let Err(message) = check_host(host) {
+                return error("invalid_host", "hosts", message);
             }
         }
+
         if let Some(selector) = &self.selector {
-            if selector.is_empty() {
-                return error("invalid_selector", "selector", "selector is empty, which would pick every pod: send the gateway pods' labels, such as {\"istio\": \"ingressgateway\"}".into());
-            }
+            check_selector(selector).map_err(|message| BindingError { code: "invalid_selector", field: "selector", message })?;
         }
         Ok(())
     }
@@ -541,6 +542,40 @@ impl BindingRequest {
     pub fn selector(&self) -> BTreeMap<String, String> {
         self.selector.clone().unwrap_or_else(|| BTreeMap::from([(DEFAULT_SELECTOR.0.to_string(), DEFAULT_SELECTOR.1.to_string())]))
     }
+}
+
+/// Checks a server host as Istio's Gateway validation does: an optional namespace prefix (`*/`,
+/// `./` or a namespace), then `*`, a DNS name, or a DNS name under a leftmost `*.`.
+fn check_host(host: &str) -> Result<(), String> {
+    let invalid = || format!("host {host:?} is not a Gateway host: send names such as shop.example.test, *.example.test or prod/shop.example.test");
+    let (namespace, name) = host.rsplit_once('/').map_or((None, host), |(namespace, name)| (Some(namespace), name));
+    if let Some(namespace) = namespace {
+        if !matches!(namespace, "*" | ".") && crate::names::check_dns1123_label(namespace).is_err() {
+            return Err(invalid());
+        }
+    }
+    let labels_valid = name.strip_prefix("*.").unwrap_or(name).split('.').all(|label| crate::names::check_dns1123_label(&label.to_ascii_lowercase()).is_ok());
+    if name == "*" || labels_valid {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
+}
+
+/// Checks a workload selector: at least one label, each a valid Kubernetes label key and value.
+///
+/// # Errors
+///
+/// A message naming the label that is not valid.
+pub fn check_selector(selector: &BTreeMap<String, String>) -> Result<(), String> {
+    if selector.is_empty() {
+        return Err("selector is empty, which would pick every pod: send the gateway pods' labels, such as {\"istio\": \"ingressgateway\"}".into());
+    }
+    for (key, value) in selector {
+        crate::selector::check_label_key(key).map_err(|rule| format!("selector label key {} {rule}", crate::names::describe_for_message(key)))?;
+        crate::selector::check_label_value(value).map_err(|rule| format!("selector label value of {} {rule}", crate::names::describe_for_message(key)))?;
+    }
+    Ok(())
 }
 
 /// What a binding did to a Gateway's servers.
@@ -605,15 +640,31 @@ pub fn bind(servers: &mut Vec<Value>, binding: &BindingRequest, credential_name:
     Ok(BindingChange::Updated)
 }
 
-/// Removes the servers on `port` that reference `credential_name`, and returns how many.
-pub fn unbind(servers: &mut Vec<Value>, port: Option<u32>, credential_name: &str) -> usize {
-    let before = servers.len();
-    servers.retain(|server| {
+/// Removes the servers on `port` (any port when `None`) that reference `credential_name`, and
+/// returns how many.
+///
+/// # Errors
+///
+/// A server that lists the certificate among several in `credentialNames`: removing it would
+/// stop serving the others too.
+pub fn unbind(servers: &mut Vec<Value>, port: Option<u32>, credential_name: &str) -> Result<usize, BindingError> {
+    let bound = |server: &Value| {
         let parsed = Server::from_object(server);
-        let bound = parsed.credential_names.iter().any(|name| name == credential_name);
-        !(bound && port.is_none_or(|port| parsed.port == port))
-    });
-    before - servers.len()
+        parsed.credential_names.iter().any(|name| name == credential_name) && port.is_none_or(|port| parsed.port == port)
+    };
+    if let Some(shared) = servers.iter().find(|server| bound(server) && server["tls"].get("credentialNames").is_some()) {
+        return Err(BindingError {
+            code: "credential_names_in_use",
+            field: "port",
+            message: format!(
+                "the server on port {} lists several certificates in tls.credentialNames, {credential_name} among them: edit that server by hand",
+                Server::from_object(shared).port
+            ),
+        });
+    }
+    let before = servers.len();
+    servers.retain(|server| !bound(server));
+    Ok(before - servers.len())
 }
 
 fn new_server(binding: &BindingRequest, credential_name: &str, servers: &[Value]) -> Value {
@@ -916,10 +967,21 @@ mod tests {
             json!({ "port": { "number": 443, "protocol": "HTTPS" }, "hosts": ["c"], "tls": { "mode": "SIMPLE", "credentialName": "other" } }),
         ];
 
-        assert_eq!(unbind(&mut servers, Some(443), "web"), 1);
+        assert_eq!(unbind(&mut servers, Some(443), "web"), Ok(1));
         assert_eq!(servers.len(), 2);
-        assert_eq!(unbind(&mut servers, None, "web"), 1);
+        assert_eq!(unbind(&mut servers, None, "web"), Ok(1));
         assert_eq!(servers[0]["hosts"], json!(["c"]));
+    }
+
+    #[test]
+    fn unbind_refuses_a_server_with_several_certificates() {
+        let shared = json!({ "port": { "number": 443, "protocol": "HTTPS" }, "hosts": ["a"], "tls": { "mode": "SIMPLE", "credentialNames": ["web", "other"] } });
+        let mut servers = vec![shared.clone()];
+
+        let error = unbind(&mut servers, Some(443), "web").unwrap_err();
+
+        assert_eq!(error.code, "credential_names_in_use");
+        assert_eq!(servers, [shared]);
     }
 
     #[test]
@@ -929,6 +991,9 @@ mod tests {
 
         request.normalize(&dns, false).unwrap();
         assert_eq!(request.hosts, ["shop.example.test"]);
+        for host in ["prod/shop.example.test", "./shop.example.test", "*/shop.example.test", "*", "*.example.test"] {
+            assert!(binding(443, &[host]).normalize(&dns, false).is_ok(), "{host}");
+        }
 
         let mut mutual = BindingRequest { mode: "mutual".into(), ..binding(443, &[]) };
         assert_eq!(mutual.normalize(&dns, false).unwrap_err().code, "mutual_needs_ca");
@@ -940,6 +1005,10 @@ mod tests {
             (BindingRequest { protocol: "HTTP".into(), ..binding(443, &[]) }, "invalid_protocol"),
             (BindingRequest { mode: "PASSTHROUGH".into(), ..binding(443, &[]) }, "invalid_mode"),
             (binding(443, &["bad host"]), "invalid_host"),
+            (binding(443, &["bad ns\n x/shop.example.test"]), "invalid_host"),
+            (binding(443, &["<img src=x>/shop.example.test"]), "invalid_host"),
+            (BindingRequest { selector: Some(BTreeMap::from([("istio!".to_string(), "x".to_string())])), ..binding(443, &[]) }, "invalid_selector"),
+            (BindingRequest { selector: Some(BTreeMap::from([("app".to_string(), "c\nd".to_string())])), ..binding(443, &[]) }, "invalid_selector"),
             (BindingRequest { cluster: "East_1".into(), ..binding(443, &[]) }, "invalid_cluster"),
         ] {
             assert_eq!(request.normalize(&dns, true).unwrap_err().code, code);
