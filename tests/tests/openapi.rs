@@ -68,7 +68,7 @@ fn schemas_reject_malformed_bodies() {
     let list = "/paths/~1api~1v1~1certificates/get/responses/200/content/application~1json/schema";
     let item = json!({
         "namespace": "istio-system", "name": "web", "status": "valid", "days_left": 30, "not_after": "2027-01-01T00:00:00Z",
-        "version": 1, "sync": "synced", "state": "active",
+        "version": 1, "sync": "synced", "cluster_states": { "east": { "state": "synced" } }, "state": "active",
     });
     let with = |field: &str, value: Value| {
         let mut changed = item.clone();
@@ -82,6 +82,7 @@ fn schemas_reject_malformed_bodies() {
     assert_eq!(contract.errors(list, &with("status", json!("fine"))).len(), 1, "an unknown status passed");
     assert_eq!(contract.errors(list, &with("not_after", json!("next year"))).len(), 1, "a date-time that is not RFC 3339 passed");
     assert_eq!(contract.errors(list, &with("version", json!(0))).len(), 1, "version 0 passed");
+    assert_eq!(contract.errors(list, &with("cluster_states", json!({ "east": { "state": "unknown" } }))).len(), 1, "an unknown cluster state passed");
 
     // An error response allows only the codes documented for its operation and status.
     let not_found = contract.resolve("/paths/~1api~1v1~1certificates~1{namespace}~1{name}/get/responses/404".into());

@@ -358,6 +358,10 @@ pub fn list(request: &Request) -> Response {
                 not_after: head.summary.leaf.not_after,
                 version: head.version,
                 sync: records::sync_summary(&sync).into(),
+                cluster_states: sync
+                    .into_iter()
+                    .map(|(cluster, state)| (cluster, api::ClusterStateSummary { state: state.state, last_error: state.last_error }))
+                    .collect(),
                 state: state_name(head.state).into(),
             });
         }

@@ -154,8 +154,21 @@ pub struct CertificateListItem {
     pub version: u32,
     /// One word: `synced`, `partial`, `failed`, `pending` or `none`.
     pub sync: String,
+    /// The state in each registered cluster the certificate goes to, by cluster id, so that a
+    /// list shows where it is without reading each certificate's details.
+    pub cluster_states: BTreeMap<String, ClusterStateSummary>,
     /// `active` or `deleting`.
     pub state: String,
+}
+
+/// A certificate's state in one cluster, as the list shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterStateSummary {
+    /// `synced`, `pending`, `failed`, `conflict` or `deleting`.
+    pub state: SyncState,
+    /// The last failure, while the state is not `synced`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<SyncError>,
 }
 
 /// `GET /api/v1/certificates/{namespace}/{name}` and the body of a 201 create.

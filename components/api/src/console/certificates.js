@@ -20,14 +20,8 @@ import {
 } from './dom.js';
 import { clearErrors, formErrorBox, pemField, showError } from './forms.js';
 
-/** Rows the list shows before "Show more"; the per-cluster states are read for these only. */
+/** Rows the list shows before "Show more". */
 const LIST_PAGE_ROWS = 100;
-
-/** Detail requests in flight at once while the list reads per-cluster states. */
-const STATE_READERS = 4;
-
-/** Per-cluster sync states by `namespace/name`, read from the details of listed certificates. */
-const clusterStates = new Map();
 
 // ---------------------------------------------------------------------------------------------
 // List
@@ -96,13 +90,13 @@ export async function renderCertificateList(view, parameters) {
   show();
 }
 
-/** Shows the first `limit` of `matching` in a table, with a button for more, and reads their cluster states. */
+/** Shows the first `limit` of `matching` in a table, with a button for more. */
 function renderRows(results, matching, limit) {
   const visible = matching.slice(0, limit);
   const rows = visible.map((item) => {
     const key = `${item.namespace}/${item.name}`;
-    const states = h('ul', { class: 'cluster-states', 'aria-label': `Clusters of ${key}` });
-    const row = h(
+    const states = h('ul', { class: 'cluster-states', 'aria-label': `Clusters of ${key}` }, clusterStateItems(item.cluster_states || {}));
+    return h(
       'tr',
       { 'data-certificate': key },
       h('td', {}, h('a', { href: `#/certificates/${encodeURIComponent(item.namespace)}/${encodeURIComponent(item.name)}`, text: item.name }), item.state === 'deleting' ? [' ', badge('deleting')] : null),
@@ -113,9 +107,6 @@ function renderRows(results, matching, limit) {
       h('td', { class: 'number', text: String(item.version) }),
       h('td', { class: 'sync' }, badge(item.sync), states),
     );
-    row.states = states;
-    row.key = key;
-    return row;
   });
   const more = matching.length > limit
     ? h('button', { type: 'button', text: `Show ${Math.min(LIST_PAGE_ROWS, matching.length - limit)} more`, onclick: () => renderRows(results, matching, limit + LIST_PAGE_ROWS) })
@@ -125,48 +116,21 @@ function renderRows(results, matching, limit) {
     table('', ['Name', 'Namespace', 'Status', 'Days left', 'Not after', 'Version', 'Sync by cluster'], rows, { class: 'certificates' }),
     more,
   );
-  fillClusterStates(rows);
 }
 
-/**
- * Fills each row's list of per-cluster states. The list endpoint returns one summary word per
- * certificate, so the states come from each certificate's details, read a few at a time.
- */
-async function fillClusterStates(rows) {
-  const queue = [...rows];
-  const worker = async () => {
-    while (queue.length) {
-      const row = queue.shift();
-      if (!row.isConnected) {
-        continue;
-      }
-      let sync = clusterStates.get(row.key);
-      if (!sync) {
-        const [namespace, name] = row.key.split('/');
-        try {
-          sync = (await call('GET', path`/api/v1/certificates/${namespace}/${name}`)).body.sync;
-          clusterStates.set(row.key, sync);
-        } catch (error) {
-          replace(row.states, h('li', { class: 'muted', text: `states not read: ${error.message}` }));
-          continue;
-        }
-      }
-      const entries = Object.entries(sync);
-      replace(
-        row.states,
-        entries.length
-          ? entries.map(([cluster, state]) => {
-              const item = h('li', { 'data-cluster': cluster }, h('span', { class: 'cluster-name', text: cluster }), ' ', badge(state.state));
-              if (state.last_error) {
-                item.setAttribute('title', `${state.last_error.kind}: ${state.last_error.message}`);
-              }
-              return item;
-            })
-          : h('li', { class: 'muted', text: 'no cluster selected' }),
-      );
+/** Lists a certificate's state in each cluster, with the last error as the tooltip. */
+function clusterStateItems(states) {
+  const entries = Object.entries(states);
+  if (!entries.length) {
+    return h('li', { class: 'muted', text: 'no cluster selected' });
+  }
+  return entries.map(([cluster, state]) => {
+    const item = h('li', { 'data-cluster': cluster }, h('span', { class: 'cluster-name', text: cluster }), ' ', badge(state.state));
+    if (state.last_error) {
+      item.setAttribute('title', `${state.last_error.kind}: ${state.last_error.message}`);
     }
-  };
-  await Promise.all(Array.from({ length: STATE_READERS }, worker));
+    return item;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +253,6 @@ export async function renderCertificateDetails(view, namespace, name) {
 /** Renders `details` into `view`, with `flash` (a notice list or null) under the heading. */
 function showDetails(view, details, flash) {
   const { namespace, name } = details;
-  clusterStates.set(`${namespace}/${name}`, details.sync);
   const actionStatus = h('div', { class: 'action-status', 'aria-live': 'polite' });
   const reportError = (error) => replace(actionStatus, notices([{ kind: 'error', text: describeError(error) }]));
   const clusters = Object.keys(details.sync);
@@ -322,7 +285,6 @@ function showDetails(view, details, flash) {
       try {
         const response = await call('DELETE', path`/api/v1/certificates/${namespace}/${name}`);
         if (response.status === 200) {
-          clusterStates.delete(`${namespace}/${name}`);
           const where = clusters.length ? ` Its Secret was removed from ${clusters.join(', ')}.` : '';
           setFlash([{ kind: 'info', text: `Deleted ${namespace}/${name}.${where}` }]);
           location.hash = '#/certificates';
