@@ -1,5 +1,6 @@
 //! The per-instance store data: WASI and wasi-http contexts, and the host side of
-//! `fermyon:spin/key-value@2.0.0` and `fermyon:spin/variables@2.0.0`.
+//! `fermyon:spin/key-value@2.0.0` and `fermyon:spin/variables@2.0.0`. `wasi:keyvalue` is in
+//! `wasi_keyvalue.rs`.
 
 use std::sync::Arc;
 
@@ -24,10 +25,10 @@ pub(crate) mod bindings {
 
 use bindings::fermyon::spin::{key_value, variables};
 
-/// The host value behind a guest's `key-value.store` handle.
+/// The host value behind a guest's `key-value.store` or `wasi:keyvalue` `bucket` handle.
 pub struct OpenStore {
-    label: String,
-    database: Database,
+    pub(crate) label: String,
+    pub(crate) database: Database,
 }
 
 /// The data of one `Store`: one component instance handling one request or cron event.
@@ -58,25 +59,47 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     bindings::SpinImports::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    crate::wasi_keyvalue::add_to_linker(linker)?;
     Ok(())
 }
 
-impl key_value::Host for HostState {}
+/// Why a component may not open a store label.
+pub(crate) enum OpenError {
+    AccessDenied,
+    NoSuchStore,
+}
 
-impl key_value::HostStore for HostState {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<OpenStore>, key_value::Error>> {
-        let Some(database) = self.key_value.database(&label) else {
-            return Ok(Err(key_value::Error::NoSuchStore));
-        };
+impl HostState {
+    /// Opens the store `label` for the component, checking access before existence, as Spin does:
+    /// a label missing from the component's `key_value_stores` is access-denied even when no
+    /// store has that label.
+    pub(crate) fn open_store(&self, label: String) -> Result<OpenStore, OpenError> {
         if !self.component.key_value_stores.contains(&label) {
             tracing::warn!(
                 component = %self.component.id,
                 label = %label,
                 "key-value store access denied: add the label to the component's key_value_stores"
             );
-            return Ok(Err(key_value::Error::AccessDenied));
+            return Err(OpenError::AccessDenied);
         }
-        let handle = self.table.push(OpenStore { label, database })?;
+        // App::load checks that every listed label has a store, so this is a safety net.
+        let Some(database) = self.key_value.database(&label) else {
+            return Err(OpenError::NoSuchStore);
+        };
+        Ok(OpenStore { label, database })
+    }
+}
+
+impl key_value::Host for HostState {}
+
+impl key_value::HostStore for HostState {
+    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<OpenStore>, key_value::Error>> {
+        let store = match self.open_store(label) {
+            Ok(store) => store,
+            Err(OpenError::AccessDenied) => return Ok(Err(key_value::Error::AccessDenied)),
+            Err(OpenError::NoSuchStore) => return Ok(Err(key_value::Error::NoSuchStore)),
+        };
+        let handle = self.table.push(store)?;
         Ok(Ok(handle))
     }
 

@@ -2,7 +2,8 @@
 //!
 //! It loads a `spin.toml` (manifest version 2) and runs the same `.wasm` files `spin up` would.
 //! It provides WASI 0.2, `wasi:http/incoming-handler` on a loopback listener with Spin's routing and route
-//! headers, `fermyon:spin/key-value@2.0.0` over SQLite in Spin's table layout,
+//! headers, `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2` (store, atomics,
+//! batch) over SQLite in Spin's table layout or over Redis,
 //! `fermyon:spin/variables@2.0.0`, outbound HTTP limited by `allowed_outbound_hosts` with
 //! service chaining and the runtime config's `[[client_tls]]` settings, and the cron trigger's
 //! `handle-cron-event`. Tests can set the wall clock, read each component's output, and make a
@@ -28,6 +29,7 @@ mod cron;
 mod host;
 mod kv;
 mod kv_faults;
+mod kv_redis;
 mod manifest;
 mod outbound;
 mod outbound_http;
@@ -36,7 +38,10 @@ mod routes;
 mod runtime_config;
 mod server;
 mod template;
+#[cfg(test)]
+mod test_redis;
 mod variables;
+mod wasi_keyvalue;
 
 pub use app::{App, AppConfig, DEFAULT_KEY_VALUE_FILE};
 pub use clock::Clock;

@@ -1,5 +1,5 @@
 //! The runtime configuration file (`--runtime-config-file`), limited to key-value stores of
-//! type `spin` (SQLite) and `[[client_tls]]` entries.
+//! type `spin` (SQLite) or `redis` and `[[client_tls]]` entries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,13 +13,36 @@ use serde::Deserialize;
 use crate::template::check_kebab_id;
 
 /// Where one key-value store label keeps its data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeyValueStoreConfig {
     /// A SQLite database file.
     Sqlite(PathBuf),
     /// A SQLite database in memory, lost when the app stops (Spin's `type = "spin"` without
     /// `path` for any label but `default`).
     InMemory,
+    /// A Redis database, by its `redis://` URL, which may contain a password.
+    Redis(String),
+}
+
+/// Prints a Redis URL without its user name and password.
+impl std::fmt::Debug for KeyValueStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::InMemory => f.write_str("InMemory"),
+            Self::Redis(url) => {
+                let redacted = match url::Url::parse(url) {
+                    Ok(mut parsed) => {
+                        let _ = parsed.set_username("");
+                        let _ = parsed.set_password(None);
+                        parsed.to_string()
+                    }
+                    Err(_) => "<invalid URL>".to_string(),
+                };
+                f.debug_tuple("Redis").field(&redacted).finish()
+            }
+        }
+    }
 }
 
 /// A parsed runtime configuration file.
@@ -240,15 +263,17 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 
 fn parse_key_value_store(label: &str, store: &toml::Value, base_dir: &Path) -> Result<KeyValueStoreConfig> {
     let Some(store) = store.as_table() else {
-        bail!("[key_value_store.{label}] must be a table with type = \"spin\"");
+        bail!("[key_value_store.{label}] must be a table with type = \"spin\" or type = \"redis\"");
     };
     let kind = store.get("type").and_then(|t| t.as_str()).with_context(|| {
-        format!("[key_value_store.{label}] has no type: add type = \"spin\"")
+        format!("[key_value_store.{label}] has no type: add type = \"spin\" (SQLite) or type = \"redis\"")
     })?;
-    if kind != "spin" {
-        bail!(
-            "[key_value_store.{label}] has type {kind:?}, which meshcert-host does not support yet: use type = \"spin\" (SQLite) for local runs"
-        );
+    match kind {
+        "spin" => {}
+        "redis" => return parse_redis_store(label, store),
+        _ => bail!(
+            "[key_value_store.{label}] has type {kind:?}, which meshcert-host does not support: use type = \"spin\" (SQLite) or type = \"redis\""
+        ),
     }
     for key in store.keys() {
         if key != "type" && key != "path" {
@@ -260,6 +285,44 @@ fn parse_key_value_store(label: &str, store: &toml::Value, base_dir: &Path) -> R
         Some(toml::Value::String(path)) => Ok(KeyValueStoreConfig::Sqlite(base_dir.join(path))),
         Some(other) => bail!("[key_value_store.{label}] path must be a string, not {other}"),
     }
+}
+
+/// Checks a `type = "redis"` table, whose only other field is `url`, as in Spin 3.x and 4.0.
+/// The URL is parsed but not connected to: Spin connects at the first operation too.
+///
+/// NOTE: Spin ignores unknown fields here; this host rejects them, so a misspelled `url` is an
+/// error rather than a store without a URL. Spin also accepts `rediss://` (TLS); this host
+/// supports plain `redis://` only.
+fn parse_redis_store(label: &str, store: &toml::Table) -> Result<KeyValueStoreConfig> {
+    for key in store.keys() {
+        if key != "type" && key != "url" {
+            bail!("[key_value_store.{label}] has unknown key {key:?}: a store of type \"redis\" takes only url");
+        }
+    }
+    let url = match store.get("url") {
+        Some(toml::Value::String(url)) => url,
+        Some(other) => bail!("[key_value_store.{label}] url must be a string such as \"redis://127.0.0.1:6379/0\", not a {}", other.type_str()),
+        None => bail!("[key_value_store.{label}] has type = \"redis\" but no url: add url = \"redis://<host>:<port>/<database>\""),
+    };
+
+    // The messages quote only the scheme, never the URL, because it may contain a password.
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("redis") => {}
+        Some("rediss") => bail!(
+            "[key_value_store.{label}] url uses rediss:// (TLS), which meshcert-host does not support: use a redis:// URL on a trusted network, or run under Spin"
+        ),
+        Some(other) => bail!(
+            "[key_value_store.{label}] url has the scheme {other:?}, but a Redis store needs a URL such as \"redis://127.0.0.1:6379/0\""
+        ),
+        None => bail!(
+            "[key_value_store.{label}] url is not a URL: give one such as \"redis://127.0.0.1:6379/0\""
+        ),
+    }
+    if let Err(error) = redis::Client::open(url.as_str()) {
+        bail!("[key_value_store.{label}] url is not a valid Redis URL ({error}): give one such as \"redis://:password@host:6379/0\"");
+    }
+    Ok(KeyValueStoreConfig::Redis(url.clone()))
 }
 
 #[cfg(test)]
@@ -287,13 +350,55 @@ mod tests {
     }
 
     #[test]
-    fn runtime_config_rejects_redis() {
-        let err = format!(
+    fn runtime_config_redis_store() {
+        let config = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://:s3cret@127.0.0.1:6379/3\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let store = &config.key_value_stores["default"];
+        assert_eq!(*store, KeyValueStoreConfig::Redis("redis://:s3cret@127.0.0.1:6379/3".to_string()));
+        assert!(!format!("{config:?}").contains("s3cret"), "Debug prints the password: {config:?}");
+    }
+
+    #[test]
+    fn runtime_config_rejects_bad_redis_stores() {
+        let cases = [
+            ("", "[key_value_store.cache] has type = \"redis\" but no url"),
+            ("url = 6379", "url must be a string"),
+            ("url = \"redis://h\"\npath = \"x.db\"", "unknown key \"path\""),
+            ("url = \"http://h:6379\"", "the scheme \"http\""),
+            ("url = \"rediss://:pw@h:6379\"", "rediss:// (TLS)"),
+            ("url = \"h:6379\"", "url is not a URL"),
+            ("url = \"redis://:pw@h:6379/notanumber\"", "not a valid Redis URL"),
+        ];
+        for (fields, expected) in cases {
+            let text = format!("[key_value_store.cache]\ntype = \"redis\"\n{fields}\n");
+            let error = format!("{:#}", RuntimeConfig::parse(&text, Path::new("/")).unwrap_err());
+            assert!(error.contains(expected), "{fields:?}: {error}");
+            assert!(error.contains("[key_value_store.cache]"), "{fields:?}: {error}");
+            assert!(!error.contains("pw@"), "{fields:?}: the error shows the password: {error}");
+        }
+    }
+
+    #[test]
+    fn runtime_config_rejects_unknown_store_type() {
+        let error = format!(
             "{:#}",
-            RuntimeConfig::parse("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://x\"\n", Path::new("/"))
-                .unwrap_err()
+            RuntimeConfig::parse("[key_value_store.default]\ntype = \"azure_cosmos\"\n", Path::new("/")).unwrap_err()
         );
-        assert!(err.contains("\"redis\""), "{err}");
+        assert!(error.contains("\"azure_cosmos\", which meshcert-host does not support"), "{error}");
+    }
+
+    #[test]
+    fn deploy_redis_runtime_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/runtime-config.redis.toml");
+        let config = RuntimeConfig::load(&path).unwrap();
+        assert!(
+            matches!(&config.key_value_stores["default"], KeyValueStoreConfig::Redis(url) if url.starts_with("redis://")),
+            "{config:?}"
+        );
+        assert_eq!(config.key_value_stores.len(), 1);
     }
 
     #[test]
