@@ -8,7 +8,8 @@
 #   WEBHOOK_SECRET   the value of the app's webhook_secret variable
 #
 # Needs sh, openssl and curl. Exits non-zero, with the response on stderr, unless the app
-# responds 200.
+# responds 200. Clusters that fail in the resync do not fail the job: they show in the report's
+# sync counts, in the certificates' sync states and in GET /metrics.
 set -eu
 
 : "${MESHCERT_URL:?set MESHCERT_URL to the app base URL, such as http://meshcert.meshcert.svc}"
@@ -21,11 +22,14 @@ signature=$(printf '%s.%s' "$timestamp" "$body" | openssl dgst -sha256 -hmac "$W
 
 response=$(mktemp)
 trap 'rm -f "$response"' EXIT
-status=$(curl -sS -o "$response" -w '%{http_code}' -X POST "${MESHCERT_URL%/}/hooks/scan" \
+if ! status=$(curl -sS -o "$response" -w '%{http_code}' -X POST "${MESHCERT_URL%/}/hooks/scan" \
     -H 'Content-Type: application/json' \
     -H "X-Meshcert-Timestamp: $timestamp" \
     -H "X-Meshcert-Signature: sha256=$signature" \
-    --data "$body")
+    --data "$body"); then
+    echo "meshcert scan hook: no response from ${MESHCERT_URL%/}/hooks/scan: check MESHCERT_URL and that the app runs" >&2
+    exit 1
+fi
 
 if [ "$status" != 200 ]; then
     echo "meshcert scan hook: HTTP $status from ${MESHCERT_URL%/}/hooks/scan:" >&2

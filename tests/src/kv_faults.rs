@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// The write counter and the pending fault of one app's key-value stores. Clones share them.
 ///
-/// A write is a `set` or `delete` call from any component on any store of the app. Writes are
-/// numbered from 1 in the order the host receives them, so when components write concurrently
+/// A write is a call that changes a store, from any component on any store of the app: `set` and
+/// `delete` of `fermyon:spin/key-value`, and `set`, `delete`, `swap`, `increment`, `set-many` and
+/// `delete-many` of `wasi:keyvalue`. Writes are numbered from 1 in the order the host receives them, so when components write concurrently
 /// the numbering follows their interleaving.
 #[derive(Clone, Default)]
 pub struct KeyValueFaults {
@@ -45,9 +46,9 @@ pub struct InjectedFault {
 /// A key-value operation that changes a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOperation {
-    /// `store.set`.
+    /// `set`, and with `wasi:keyvalue` also `swap`, `increment` and `set-many`.
     Set,
-    /// `store.delete`.
+    /// `delete`, and with `wasi:keyvalue` also `delete-many`.
     Delete,
 }
 

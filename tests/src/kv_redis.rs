@@ -69,24 +69,54 @@ impl RedisDatabase {
         Ok(manager.clone())
     }
 
+    /// Runs an idempotent command, and runs it once more when the shared connection was
+    /// dropped, as after a restart of the server. The connection manager notices a dead
+    /// connection only when a command fails on it, and then reconnects.
+    async fn idempotent<T, F, Fut>(&self, run: F) -> std::result::Result<T, String>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match run(self.connection().await?).await {
+            Err(error) if error.is_connection_dropped() || error.is_io_error() => run(self.connection().await?).await.map_err(redis_error),
+            result => result.map_err(redis_error),
+        }
+    }
+
     pub(crate) async fn get(&self, key: String) -> std::result::Result<Option<Vec<u8>>, String> {
-        self.connection().await?.get(key).await.map_err(redis_error)
+        self.idempotent(|mut connection| {
+            let key = key.clone();
+            async move { connection.get(key).await }
+        })
+        .await
     }
 
     pub(crate) async fn set(&self, key: String, value: Vec<u8>) -> std::result::Result<(), String> {
-        self.connection().await?.set(key, value).await.map_err(redis_error)
+        self.idempotent(|mut connection| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { connection.set(key, value).await }
+        })
+        .await
     }
 
     pub(crate) async fn delete(&self, key: String) -> std::result::Result<(), String> {
-        self.connection().await?.del(key).await.map_err(redis_error)
+        self.idempotent(|mut connection| {
+            let key = key.clone();
+            async move { connection.del(key).await }
+        })
+        .await
     }
 
     pub(crate) async fn exists(&self, key: String) -> std::result::Result<bool, String> {
-        self.connection().await?.exists(key).await.map_err(redis_error)
+        self.idempotent(|mut connection| {
+            let key = key.clone();
+            async move { connection.exists(key).await }
+        })
+        .await
     }
 
     pub(crate) async fn get_keys(&self) -> std::result::Result<Vec<String>, String> {
-        self.connection().await?.keys("*").await.map_err(redis_error)
+        self.idempotent(|mut connection| async move { connection.keys("*").await }).await
     }
 
     /// Runs [`COMPARE_AND_SWAP_SCRIPT`].
@@ -118,7 +148,7 @@ impl RedisDatabase {
 }
 
 fn redis_error(error: redis::RedisError) -> String {
-    format!("Redis error: {error}")
+    format!("Redis error: {error}; check that the server is up and the store's url in the runtime config")
 }
 
 #[cfg(test)]
@@ -157,6 +187,21 @@ mod tests {
         assert_eq!(value.as_deref(), Some(&b"1"[..]), "the key is stored as given");
         let other = redis_database(&server, 3);
         assert_eq!(other.get_keys("default").await.unwrap(), Vec::<String>::new(), "database 3 is separate");
+    }
+
+    #[tokio::test]
+    async fn redis_restart_costs_no_request() {
+        let mut server = RedisServer::start();
+        let configs = std::collections::HashMap::from([("default".to_string(), KeyValueStoreConfig::Redis(server.url(2)))]);
+        let stores = KeyValueStores::open(&configs).unwrap();
+        let database = stores.database("default").unwrap();
+        database.set("default", "a".into(), b"1".to_vec()).await.unwrap();
+
+        server.restart();
+
+        assert_eq!(database.get("default", "a".into()).await, Ok(None), "the first read after a restart reconnects");
+        database.set("default", "a".into(), b"2".to_vec()).await.unwrap();
+        assert_eq!(database.get("default", "a".into()).await, Ok(Some(b"2".to_vec())));
     }
 
     #[tokio::test]

@@ -58,6 +58,11 @@ async fn scan_hook_script_runs_the_signed_scan() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     assert!(stderr.contains("invalid_signature"), "{stderr}");
+
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = tokio::task::spawn_blocking(move || run_scan_hook(&format!("http://127.0.0.1:{closed_port}"), WEBHOOK_SECRET)).await.unwrap();
+    assert!(!unreachable.status.success(), "an app that is down must fail the job");
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("check MESHCERT_URL"), "{}", String::from_utf8_lossy(&unreachable.stderr));
 }
 
 #[test]

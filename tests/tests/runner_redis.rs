@@ -102,6 +102,13 @@ async fn up_starts_while_redis_down() {
     assert_eq!(status, 500, "{body} {}", read(&log_path));
     let output = read(&log_path);
     assert!(output.contains("Redis error"), "the key-value error does not reach the log: {body} {output}");
+
+    // A readiness probe on /healthz must not count this replica as ready.
+    let (status, body) = support::send(addr, "GET", "/healthz", &[], Vec::new()).await;
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{body}");
+    let problem = body["problems"][0].as_str().unwrap_or_default();
+    assert!(problem.contains("key-value store \"default\" cannot be read"), "{body}");
 }
 
 fn read(path: &Path) -> String {

@@ -26,7 +26,7 @@ impl Store {
     ///
     /// When the host does not grant the store.
     pub fn open() -> anyhow::Result<Self> {
-        let store = key_value::Store::open_default().context("failed to open the key-value store \"default\"")?;
+        let store = key_value::Store::open_default().map_err(store_error).context("failed to open the key-value store \"default\"")?;
         Ok(Self(store))
     }
 
@@ -36,7 +36,7 @@ impl Store {
     ///
     /// A store failure, or a record that is not the expected JSON.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
-        let Some(bytes) = self.0.get(key).with_context(|| format!("failed to read {key:?} from the key-value store"))? else {
+        let Some(bytes) = self.0.get(key).map_err(store_error).with_context(|| format!("failed to read {key:?} from the key-value store"))? else {
             return Ok(None);
         };
         let value = serde_json::from_slice(&bytes).with_context(|| format!("record {key:?} is not valid JSON for its type"))?;
@@ -50,7 +50,7 @@ impl Store {
     /// A store failure.
     pub fn set<T: Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec(value).with_context(|| format!("failed to encode record {key:?}"))?;
-        self.0.set(key, &bytes).with_context(|| format!("failed to write {key:?} to the key-value store"))
+        self.0.set(key, &bytes).map_err(store_error).with_context(|| format!("failed to write {key:?} to the key-value store"))
     }
 
     /// Deletes a record; deleting an absent key succeeds.
@@ -59,7 +59,7 @@ impl Store {
     ///
     /// A store failure.
     pub fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.0.delete(key).with_context(|| format!("failed to delete {key:?} from the key-value store"))
+        self.0.delete(key).map_err(store_error).with_context(|| format!("failed to delete {key:?} from the key-value store"))
     }
 
     /// Returns whether a key exists.
@@ -68,7 +68,7 @@ impl Store {
     ///
     /// A store failure.
     pub fn exists(&self, key: &str) -> anyhow::Result<bool> {
-        self.0.exists(key).with_context(|| format!("failed to look up {key:?} in the key-value store"))
+        self.0.exists(key).map_err(store_error).with_context(|| format!("failed to look up {key:?} in the key-value store"))
     }
 
     /// Lists every key that starts with `prefix`, sorted.
@@ -81,12 +81,24 @@ impl Store {
         let mut keys: Vec<String> = self
             .0
             .get_keys()
+            .map_err(store_error)
             .context("failed to list the keys of the key-value store")?
             .into_iter()
             .filter(|key| key.starts_with(prefix))
             .collect();
         keys.sort();
         Ok(keys)
+    }
+}
+
+/// Turns a key-value error into its message: the host's own text for `other`, which names the
+/// backend's failure, and the fix for the others.
+fn store_error(error: key_value::Error) -> anyhow::Error {
+    match error {
+        key_value::Error::Other(message) => anyhow::anyhow!(message),
+        key_value::Error::AccessDenied => anyhow::anyhow!("access denied: add \"default\" to the component's key_value_stores in spin.toml"),
+        key_value::Error::NoSuchStore => anyhow::anyhow!("the host has no store \"default\": check [key_value_store.default] in the runtime configuration"),
+        key_value::Error::StoreTableFull => anyhow::anyhow!("the host's table of open stores is full"),
     }
 }
 
