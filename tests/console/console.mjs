@@ -276,7 +276,7 @@ step('details show the chain, the clusters and the gateways', async () => {
   assert.equal(await row('data-cluster', 'west').locator('.badge').textContent(), 'failed');
   await expectText(row('data-cluster', 'west').locator('.last-error'), /^namespace_not_found.*payments/);
 
-  // east holds a Gateway that uses web, with a host web does not cover and pods in istio-system.
+  // east has a Gateway that uses web, with a host web does not cover and pods in istio-system.
   const gateway = row('data-gateway', 'east/payments/public');
   await expectText(gateway, /payments\/public/);
   await expectText(gateway.locator('.badge'), /^not covered: shop\.example\.test$/);

@@ -119,7 +119,7 @@ impl atomics::Host for HostState {
         Ok(bucket.database.increment(&bucket.label, key, delta).await.map_err(store::Error::Other))
     }
 
-    /// Stores `value` if the key still holds the value that `cas` read when it was created, in
+    /// Stores `value` if the key still contains the value that `cas` read when it was created, in
     /// one atomic step of the backend (see `Database::compare_and_swap`). On a conflict the guest
     /// gets a new handle that has read the key again, as under Spin.
     async fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {

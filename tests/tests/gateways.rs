@@ -36,7 +36,7 @@ impl Authority {
         Authority { issuer: Issuer::new(params, key), pem }
     }
 
-    /// A leaf for `sans`, valid from `from_days` to `to_days` around now.
+    /// Issues a leaf for `sans`, valid from `from_days` to `to_days` around now.
     fn leaf(&self, sans: &[&str], from_days: i64, to_days: i64) -> Leaf {
         let mut params = CertificateParams::new(sans.iter().map(|san| san.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, sans[0]);
@@ -57,7 +57,7 @@ fn upload(name: &str, leaf: &Leaf) -> Value {
     json!({ "name": name, "certificate": leaf.certificate, "private_key": leaf.key })
 }
 
-/// A Gateway with `servers`, selecting Istio's default ingress pods.
+/// Builds a Gateway with `servers`, selecting Istio's default ingress pods.
 fn gateway(namespace: &str, name: &str, servers: Value) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1",
@@ -71,7 +71,7 @@ fn https_server(port: u32, port_name: &str, hosts: &[&str], credential_name: &st
     json!({ "port": { "number": port, "name": port_name, "protocol": "HTTPS" }, "hosts": hosts, "tls": { "mode": "SIMPLE", "credentialName": credential_name } })
 }
 
-/// A Secret that someone other than meshcert created, with `data` as text.
+/// Builds a Secret that someone other than meshcert created, with `data` as text.
 fn foreign_secret(namespace: &str, name: &str, secret_type: &str, data: &[(&str, &str)]) -> Value {
     let data: serde_json::Map<String, Value> = data.iter().map(|(key, value)| (key.to_string(), json!(encode(value)))).collect();
     json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "namespace": namespace, "name": name }, "type": secret_type, "data": data })
@@ -82,7 +82,7 @@ fn gateway_servers(cluster: &FakeCluster, namespace: &str, name: &str) -> Vec<Va
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateways_of_a_certificate_with_coverage_and_workload_namespace() {
+async fn gateway_usage_coverage_and_namespace() {
     let authority = Authority::new();
     let test = TestApp::start().await;
     let east = fake_cluster("east").await;
@@ -147,7 +147,7 @@ async fn gateways_of_a_certificate_with_coverage_and_workload_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bindings_change_one_server_and_create_or_delete_gateways() {
+async fn bindings_change_one_server() {
     let authority = Authority::new();
     let test = TestApp::start().await;
     let east = fake_cluster("east").await;
@@ -204,8 +204,8 @@ async fn bindings_change_one_server_and_create_or_delete_gateways() {
     let (status, refused) = test.call("POST", "/api/v1/certificates/istio-system/web/bindings", Some(&unknown)).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (404, Some("cluster_not_found")), "{refused}");
 
-    // Unbinding removes web's servers; the last server of a Gateway meshcert created takes the
-    // Gateway with it, and the last server of someone else's Gateway is refused.
+    // Unbinding removes web's servers. Removing the last server of a Gateway that meshcert
+    // created deletes the Gateway, and removing the last server of another Gateway is rejected.
     let (status, report) = test.call("DELETE", "/api/v1/certificates/istio-system/web/bindings?cluster=east&gateway=istio-system/public&port=443", None).await;
     assert_eq!((status, report["results"][0]["change"].as_str()), (200, Some("removed")), "{report}");
     let servers = gateway_servers(&east, "istio-system", "public");
@@ -302,7 +302,7 @@ async fn dangling_references_lack_both_certificate_and_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_adopts_a_secret_in_its_format_and_reports_other_copies() {
+async fn import_adopts_secret_reports_copies() {
     let authority = Authority::new();
     let test = TestApp::start().await;
     let east = fake_cluster("east").await;
@@ -393,7 +393,7 @@ async fn imported_generic_secret_keeps_its_format_through_rotation() {
     )
     .unwrap();
     east.put_secret("istio-system", foreign_secret("istio-system", "mtls-cacert", "Opaque", &[("cacert", &authority.pem)])).unwrap();
-    // West holds another Secret of that name, of another type.
+    // West has another Secret of that name, of another type.
     west.put_secret("istio-system", foreign_secret("istio-system", "mtls", "kubernetes.io/tls", &[("tls.crt", "theirs"), ("tls.key", "theirs")])).unwrap();
     let expired = authority.leaf(&["old.example.test"], -100, -2);
     east.put_secret("istio-system", foreign_secret("istio-system", "old", "kubernetes.io/tls", &[("tls.crt", &expired.certificate), ("tls.key", &expired.key)])).unwrap();

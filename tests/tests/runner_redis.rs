@@ -3,58 +3,14 @@
 
 mod support;
 
+// The host crate's test helper, compiled into this test as well; not every helper is used here.
+#[allow(dead_code)]
 #[path = "../src/test_redis.rs"]
 mod test_redis;
-
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
 use support::{upload, Certificates};
 use test_redis::RedisServer;
-
-/// Kills the runner when the test ends, also on failure.
-struct Runner(Child);
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `meshcert-host up` on a free loopback port with `runtime_config`, and waits until it
-/// listens. Returns the runner, its address and the path of its log.
-async fn start_runner(dir: &Path, runtime_config: &Path) -> (Runner, std::net::SocketAddr, std::path::PathBuf) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log_path = dir.join("runner.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meshcert-host"))
-        .args(["up", "--from"])
-        .arg(support::manifest())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
-        .arg(dir.join("state"))
-        .arg("--runtime-config-file")
-        .arg(runtime_config)
-        .env("SPIN_VARIABLE_API_TOKEN", support::API_TOKEN)
-        .env("SPIN_VARIABLE_WEBHOOK_SECRET", support::WEBHOOK_SECRET)
-        .env("SPIN_VARIABLE_ENCRYPTION_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start meshcert-host up");
-    let runner = Runner(child);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "meshcert-host did not listen on {addr}: {}", read(&log_path));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (runner, addr, log_path)
-}
 
 fn admin_headers() -> Vec<(String, String)> {
     vec![
@@ -69,13 +25,14 @@ async fn up_stores_certificates_in_redis() {
     let dir = tempfile::tempdir().unwrap();
     let runtime_config = dir.path().join("runtime-config.toml");
     std::fs::write(&runtime_config, format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url(4))).unwrap();
-    let (_runner, addr, log_path) = start_runner(dir.path(), &runtime_config).await;
+    let runner = support::Runner::start(dir.path(), &support::manifest(), Some(&runtime_config)).await;
+    let addr = runner.addr;
 
     let certificates = Certificates::new();
     certificates.server("web.example.test", 365);
     let body = serde_json::to_vec(&upload(&certificates, "web", "web.example.test", "web.example.test")).unwrap();
     let (status, created) = support::send(addr, "POST", "/api/v1/certificates", &admin_headers(), body).await;
-    assert_eq!(status, 201, "{} {}", String::from_utf8_lossy(&created), read(&log_path));
+    assert_eq!(status, 201, "{} {}", String::from_utf8_lossy(&created), runner.log());
 
     let (status, read_back) = support::send(addr, "GET", "/api/v1/certificates/istio-system/web", &admin_headers(), Vec::new()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&read_back));
@@ -95,12 +52,13 @@ async fn up_starts_while_redis_down() {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let runtime_config = dir.path().join("runtime-config.toml");
     std::fs::write(&runtime_config, format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n")).unwrap();
-    let (_runner, addr, log_path) = start_runner(dir.path(), &runtime_config).await;
+    let runner = support::Runner::start(dir.path(), &support::manifest(), Some(&runtime_config)).await;
+    let addr = runner.addr;
 
     let (status, body) = support::send(addr, "GET", "/api/v1/certificates", &admin_headers(), Vec::new()).await;
     let body = String::from_utf8_lossy(&body);
-    assert_eq!(status, 500, "{body} {}", read(&log_path));
-    let output = read(&log_path);
+    assert_eq!(status, 500, "{body} {}", runner.log());
+    let output = runner.log();
     assert!(output.contains("Redis error"), "the key-value error does not reach the log: {body} {output}");
 
     // A readiness probe on /healthz must not count this replica as ready.
@@ -109,8 +67,4 @@ async fn up_starts_while_redis_down() {
     assert_eq!(status, 503, "{body}");
     let problem = body["problems"][0].as_str().unwrap_or_default();
     assert!(problem.contains("key-value store \"default\" cannot be read"), "{body}");
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }

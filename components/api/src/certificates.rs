@@ -573,10 +573,9 @@ pub(crate) async fn respond_after_write(status: u16, namespace: &str, name: &str
         }
     };
 
-    // Gateways that already reference the name serve the new content now: say which of their
-    // hosts it leaves uncovered. Only the clusters that took the content are read, each request
-    // once, so that a failing cluster does not hold the response twice; its failure is in the
-    // sync state.
+    // Gateways that already reference the name serve the new content now, so report the hosts it
+    // leaves uncovered. Only the clusters that took the content are read, each request once, so a
+    // failing cluster does not delay the response twice. Its failure is in the sync state.
     let usage = if synced.is_empty() { Ok(Default::default()) } else { crate::hooks::gateways(&id, Some(synced), true).await };
     match usage {
         Ok(usage) => {

@@ -3,8 +3,8 @@
 //! The files are embedded at build time, so the console works offline and needs nothing but this
 //! component. They are served without a token: the page requests one from the user and sends it
 //! with each API call. Every console response carries a Content-Security-Policy that lets the page
-//! load only its own files and talk only to its own origin, so text that the API returns cannot
-//! run as code even where the page would show it by mistake.
+//! load only its own files and talk only to its own origin. Text that the API returns therefore
+//! cannot run as code, even where the page shows it by mistake.
 
 use spin_sdk::http::Response;
 

@@ -134,8 +134,8 @@ fn check_cluster(head: &CertificateHead, id: &str) -> Result<Vec<String>, Respon
     }
 }
 
-/// Responds 200 with the report when every cluster succeeded. Otherwise the status tells whose
-/// the failure is: 502 `binding_failed` when a cluster failed, 409 `binding_conflict` when a
+/// Responds 200 with the report when every cluster succeeded. Otherwise the status shows whose
+/// failure it is: 502 `binding_failed` when a cluster failed, 409 `binding_conflict` when a
 /// Gateway's state forbids the change, 404 `binding_not_found` when there was nothing to change.
 /// The report beside the error shows which clusters did change.
 fn respond(report: BindingReport, what: &str) -> Response {

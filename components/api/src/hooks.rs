@@ -81,7 +81,7 @@ pub async fn candidates() -> anyhow::Result<CandidatesReport> {
 ///
 /// # Errors
 ///
-/// When the call fails or sync-webhook's answer is not JSON.
+/// When the call fails or sync-webhook's response is not JSON.
 pub async fn read_secret(cluster: &str, namespace: &str, name: &str) -> anyhow::Result<Result<ReadSecretReport, Response>> {
     let request = ReadSecretRequest { cluster: cluster.into(), namespace: namespace.into(), name: name.into(), nonce: Some(nonce()) };
     let response = send(SECRET_URL, &request).await?;

@@ -146,8 +146,8 @@ fn openapi() -> Response {
 /// that a bad variable shows at deployment instead of on the first write. Never shows values.
 fn health() -> Response {
     let mut problems = Vec::new();
-    // A store that cannot be reached, such as Redis down or a wrong database in the runtime
-    // configuration, fails every request; a readiness probe must see it.
+    // A store that cannot be reached (Redis down, a wrong database in the runtime configuration)
+    // fails every request, so a readiness probe must see it.
     if let Err(error) = meshcert_spin::Store::open().and_then(|store| store.exists(meshcert_spin::scan::LAST_SCAN_KEY)) {
         problems.push(format!(
             "the key-value store \"default\" cannot be read ({error:#}): check key_value_store.default in the runtime configuration and that its server is up"

@@ -50,7 +50,7 @@ struct Certificate {
     /// when it is being deleted or not selected, and `{name}-cacert` when it is not wanted.
     unwanted: Vec<String>,
     /// The clusters (ids, or `*`) where a same-named Secret that meshcert does not manage is
-    /// adopted instead of reported as a conflict; only an import sets it.
+    /// adopted instead of reported as a conflict. Only an import sets it.
     adopt: Vec<String>,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The api component has no outbound access to clusters, so it requests these through signed
 //! hooks. Every request goes through the sync's [`Client`], with its limit, time limits and
-//! retries; one cluster's failure is reported for that cluster and never stops the others.
+//! retries. A cluster's failure is reported for that cluster and does not stop the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,8 +77,8 @@ impl<'a> Reader<'a> {
         gateway::pod_namespaces(response.body()).ok_or_else(|| unexpected("a PodList", status))
     }
 
-    /// Lists the workload namespaces of each distinct selector of `gateways`, one LIST per selector;
-    /// a selector whose pods cannot be listed is missing from the map.
+    /// Lists the workload namespaces of each distinct selector of `gateways`, one LIST per selector.
+    /// A selector whose pods cannot be listed is missing from the map.
     async fn workloads(&self, gateways: &[&Gateway], warnings: &mut Vec<String>) -> BTreeMap<BTreeMap<String, String>, BTreeSet<String>> {
         let mut found = BTreeMap::new();
         let selectors: BTreeSet<&BTreeMap<String, String>> = gateways.iter().map(|gateway| &gateway.selector).filter(|selector| !selector.is_empty()).collect();
@@ -138,6 +138,16 @@ impl<'a> Reader<'a> {
         error.message = format!("cluster {} serves no networking.istio.io Gateway (v1 or v1beta1): install Istio there, or bind in another cluster", self.cluster.id);
         Err(error)
     }
+}
+
+/// Returns the namespaces Istio reads the Secrets of `gateway` from: those of its running pods, or
+/// the Gateway's own when no pod was found or the pods could not be listed.
+fn secret_namespaces(gateway: &Gateway, workloads: &BTreeMap<BTreeMap<String, String>, BTreeSet<String>>) -> BTreeSet<String> {
+    workloads
+        .get(&gateway.selector)
+        .filter(|namespaces| !namespaces.is_empty())
+        .cloned()
+        .unwrap_or_else(|| BTreeSet::from([gateway.namespace.clone()]))
 }
 
 fn unexpected(what: &str, status: u16) -> SyncError {
@@ -241,7 +251,7 @@ async fn cluster_dangling(reader: Reader<'_>, heads: &BTreeMap<(String, String),
     // own when no pod was found.
     let mut references: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for found in referencing {
-        let namespaces = workloads.get(&found.selector).filter(|namespaces| !namespaces.is_empty()).cloned().unwrap_or_else(|| BTreeSet::from([found.namespace.clone()]));
+        let namespaces = secret_namespaces(found, &workloads);
         for name in found.servers.iter().flat_map(|server| &server.credential_names) {
             for namespace in &namespaces {
                 references.entry((namespace.clone(), name.clone())).or_default().insert(found.id());
@@ -451,13 +461,13 @@ async fn cluster_candidates(reader: Reader<'_>) -> Result<Vec<(String, String, C
     let mut readers_of: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for found in &gateways {
         namespaces.insert(found.namespace.clone());
-        let secret_namespaces = workloads.get(&found.selector).filter(|found| !found.is_empty()).cloned().unwrap_or_else(|| BTreeSet::from([found.namespace.clone()]));
+        let read_from = secret_namespaces(found, &workloads);
         for name in found.servers.iter().flat_map(|server| &server.credential_names) {
-            for namespace in &secret_namespaces {
+            for namespace in &read_from {
                 readers_of.entry((namespace.clone(), name.clone())).or_default().insert(found.id());
             }
         }
-        namespaces.extend(secret_namespaces);
+        namespaces.extend(read_from);
     }
 
     let mut copies = Vec::new();
@@ -465,7 +475,7 @@ async fn cluster_candidates(reader: Reader<'_>) -> Result<Vec<(String, String, C
         let secrets = reader.all_secrets(&namespace).await.map_err(fail)?;
         let by_name: BTreeMap<&str, &Value> = secrets.iter().filter_map(|secret| Some((secret["metadata"]["name"].as_str()?, secret))).collect();
         for (name, secret) in &by_name {
-            if LiveSecret::parse(secret.to_string().as_bytes()).is_some_and(|live| live.managed) {
+            if LiveSecret::from_object(secret).is_some_and(|live| live.managed) {
                 continue;
             }
             let companion = by_name.get(kube::ca_secret_name(name).as_str()).copied();

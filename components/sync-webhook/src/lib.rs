@@ -205,7 +205,7 @@ async fn read_secret(request: Request) -> Response {
     }
 }
 
-/// Checks a hook call and parses its body; `usage` shows the expected body in the 400 answer.
+/// Checks a hook call and parses its body. `usage` shows the expected body in the 400 response.
 fn verified_body<T: serde::de::DeserializeOwned>(request: &Request, usage: &str) -> Result<T, Response> {
     verify(request)?;
     let body = request.body();
@@ -213,7 +213,7 @@ fn verified_body<T: serde::de::DeserializeOwned>(request: &Request, usage: &str)
     serde_json::from_slice(body).map_err(|error| error_response(400, "invalid_json", &format!("the body is not valid for this hook ({}); send {usage}", describe(&error)), None))
 }
 
-/// Answers with the report, or a 500 naming what failed.
+/// Responds with the report, or with a 500 that names the failed step.
 fn answer<T: serde::Serialize>(what: &str, result: anyhow::Result<T>) -> Response {
     match result {
         Ok(report) => json_response(200, &report),

@@ -211,7 +211,7 @@ pub struct CertificateDetails {
     /// meshcert's own `kubernetes.io/tls` format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_format: Option<crate::kube::SecretFormat>,
-    /// Where an imported certificate came from.
+    /// The origin of an imported certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<crate::records::ImportOrigin>,
     /// State in each cluster.

@@ -538,7 +538,7 @@ impl BindingRequest {
         Ok(())
     }
 
-    /// The selector of a Gateway meshcert creates.
+    /// Returns the selector of a Gateway that meshcert creates.
     pub fn selector(&self) -> BTreeMap<String, String> {
         self.selector.clone().unwrap_or_else(|| BTreeMap::from([(DEFAULT_SELECTOR.0.to_string(), DEFAULT_SELECTOR.1.to_string())]))
     }
@@ -578,7 +578,7 @@ pub fn check_selector(selector: &BTreeMap<String, String>) -> Result<(), String>
     Ok(())
 }
 
-/// What a binding did to a Gateway's servers.
+/// The change a binding made to a Gateway's servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BindingChange {
@@ -738,7 +738,7 @@ pub fn create_gateway_request(api_server: &str, token: &SecretString, version: &
 }
 
 /// Builds a JSON merge patch that replaces `spec.servers` whole, with the resourceVersion that was
-/// read as a precondition: the API server answers 409 when the Gateway changed in between, and
+/// read as a precondition: the API server responds 409 when the Gateway changed in between, and
 /// the caller reads it again.
 ///
 /// # Errors
@@ -791,7 +791,7 @@ pub fn pod_namespaces(body: &[u8]) -> Option<BTreeSet<String>> {
     )
 }
 
-/// Returns whether a 404 says that the cluster does not serve the Gateway resource at that
+/// Returns whether a 404 means that the cluster does not serve the Gateway resource at that
 /// version, rather than that one Gateway does not exist: Kubernetes names the object in
 /// `details.name` only in the second case.
 pub fn is_version_not_served(status: u16, body: &[u8]) -> bool {
@@ -940,7 +940,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_adds_a_server_with_a_unique_port_name() {
+    fn bind_adds_server_unique_port_name() {
         let mut servers = vec![json!({ "port": { "number": 443, "name": "https-443-web", "protocol": "HTTPS" }, "hosts": ["a.example.test"], "tls": { "mode": "SIMPLE", "credentialName": "a" } })];
 
         let change = bind(&mut servers, &binding(443, &["shop.example.test"]), "web").unwrap();
@@ -1016,7 +1016,7 @@ mod tests {
     }
 
     #[test]
-    fn version_not_served_is_told_from_a_missing_gateway() {
+    fn version_not_served_vs_missing_gateway() {
         let missing_resource = json!({ "kind": "Status", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource", "details": {} });
         let missing_object = json!({ "kind": "Status", "code": 404, "reason": "NotFound", "details": { "name": "public", "group": GROUP, "kind": "gateways" } });
 

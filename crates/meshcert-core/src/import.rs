@@ -62,7 +62,7 @@ pub enum ReadError {
 ///
 /// # Errors
 ///
-/// [`ReadError`] when the Secret holds no certificate in an Istio format, or an entry is not text.
+/// [`ReadError`] when the Secret contains no certificate in an Istio format, or an entry is not text.
 pub fn read_secret(secret: &Value, companion: Option<&Value>) -> Result<FoundSecret, ReadError> {
     let metadata = &secret["metadata"];
     let id = format!("{}/{}", metadata["namespace"].as_str().unwrap_or_default(), metadata["name"].as_str().unwrap_or_default());
@@ -140,7 +140,7 @@ pub struct CandidateCopy {
     pub secret_type: String,
     /// Key names.
     pub keys: KeyFormat,
-    /// Whether it (or its companion) holds a CA for mutual TLS.
+    /// Whether it (or its companion) contains a CA for mutual TLS.
     pub has_ca: bool,
     /// The leaf, or `None` when the chain does not parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,7 +158,7 @@ pub struct Candidate {
     pub name: String,
     /// Every cluster's copy.
     pub copies: Vec<CandidateCopy>,
-    /// Whether every copy holds the same leaf certificate.
+    /// Whether every copy contains the same leaf certificate.
     pub identical: bool,
     /// Whether meshcert already stores a certificate of that name, which an import would not replace.
     pub stored: bool,

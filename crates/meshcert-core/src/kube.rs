@@ -92,10 +92,9 @@ impl TlsSecret<'_> {
         self.tls_secret_in(None)
     }
 
-    /// Builds the Secret named after the certificate in `format`: meshcert's own
-    /// (`kubernetes.io/tls` with `tls.crt`, `tls.key`, `ca.crt`) when `None`, or the `type` and
-    /// key names of a Secret that meshcert adopted, which it keeps so that the gateways reading
-    /// that Secret never see it deleted and created again.
+    /// Builds the Secret named after the certificate in `format`. `None` is meshcert's own
+    /// format (`kubernetes.io/tls` with `tls.crt`, `tls.key`, `ca.crt`). An adopted Secret keeps
+    /// its `type` and key names, so the gateways that read it never see it deleted and created.
     pub fn tls_secret_in(&self, format: Option<&SecretFormat>) -> DesiredSecret {
         let (chain, key, ca) = match format.map(|format| format.keys) {
             Some(KeyFormat::Generic) => ("cert", "key", "cacert"),
@@ -429,7 +428,8 @@ impl LiveSecret {
         list.get("items")?.as_array()?.iter().map(Self::from_object).collect()
     }
 
-    fn from_object(secret: &Value) -> Option<Self> {
+    /// Reads a Secret object, such as an item of a list already parsed; `None` when it is not one.
+    pub fn from_object(secret: &Value) -> Option<Self> {
         let metadata = secret.get("metadata")?;
         let annotation = |name: &str| metadata["annotations"][name].as_str().map(str::to_string);
         let data_digests = secret["data"]
@@ -474,7 +474,7 @@ impl LiveSecret {
             .collect()
     }
 
-    /// The digests of the entries `desired` manages: every entry, or in a Secret that keeps
+    /// Returns the digests of the entries `desired` manages: every entry, or in a Secret that keeps
     /// other entries, only those Istio reads as a certificate.
     fn managed_digests(&self, desired: &DesiredSecret) -> BTreeMap<String, String> {
         self.data_digests

@@ -180,7 +180,7 @@ pub struct CertificateHead {
     /// sync keeps writing; `None` for meshcert's own `kubernetes.io/tls` format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_format: Option<crate::kube::SecretFormat>,
-    /// Where the certificate was imported from, when it was.
+    /// The origin of the certificate, when it was imported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<ImportOrigin>,
 }

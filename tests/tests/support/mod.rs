@@ -304,3 +304,59 @@ pub fn secret_entry(secret: &Value, key: &str) -> String {
 pub fn pem_body_lines(pem: &str) -> Vec<String> {
     pem.lines().filter(|line| !line.starts_with("-----") && line.len() > 20).map(str::to_string).collect()
 }
+
+/// A `meshcert-host up` process, killed when the test ends, also on failure.
+pub struct Runner {
+    child: std::process::Child,
+    /// The loopback address it serves.
+    pub addr: std::net::SocketAddr,
+    /// Its stdout and stderr.
+    pub log_path: PathBuf,
+}
+
+impl Runner {
+    /// Starts `meshcert-host up` for `manifest` on a free loopback port, with its state and log in
+    /// `dir` and the test variables, plus `runtime_config` when given, and waits until it listens.
+    pub async fn start(dir: &Path, manifest: &Path, runtime_config: Option<&Path>) -> Runner {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log_path = dir.join("runner.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meshcert-host"));
+        command
+            .args(["up", "--from"])
+            .arg(manifest)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+            .arg(dir.join("state"))
+            .env("SPIN_VARIABLE_API_TOKEN", API_TOKEN)
+            .env("SPIN_VARIABLE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("SPIN_VARIABLE_ENCRYPTION_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(runtime_config) = runtime_config {
+            command.arg("--runtime-config-file").arg(runtime_config);
+        }
+        let child = command.spawn().expect("start meshcert-host up");
+        let runner = Runner { child, addr: format!("127.0.0.1:{port}").parse().unwrap(), log_path };
+
+        // The HTTP trigger accepts connections once the app is loaded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(runner.addr).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "meshcert-host did not listen on {}: {}", runner.addr, runner.log());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        runner
+    }
+
+    /// Returns what the runner printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
