@@ -346,3 +346,54 @@ async fn failed_purge_keeps_what_is_recorded() {
     let (_, list) = test.call("GET", "/api/v1/certificates", None).await;
     assert_eq!(list["certificates"][0]["sync"], "none", "{list}");
 }
+
+/// A sync that read an older head must not write its version over the newer one that a later
+/// sync wrote while the first was reading the cluster: two replicas syncing at once, made
+/// deterministic by a slow LIST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_sync_leaves_newer_version() {
+    let certificates = Certificates::new();
+    for host in ["web.example.test", "web-b.example.test", "web-c.example.test"] {
+        certificates.server(host, 365);
+    }
+    let rotation = |host: &str| json!({ "certificate": certificates.read(&format!("{host}.crt")), "private_key": certificates.read(&format!("{host}.key")) });
+    let east = fake_cluster("east").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    assert_eq!(status, 201, "{body}");
+
+    // Version 2 is stored but does not reach the cluster, which keeps version 1.
+    east.set_status_fault(Some(StatusFault::new(500).method("PATCH")));
+    let (status, body) = test.call("PUT", "/api/v1/certificates/istio-system/web", Some(&rotation("web-b.example.test"))).await;
+    assert_eq!(status, 200, "{body}");
+    east.set_status_fault(None);
+    assert_eq!(east.secret("istio-system", "web").unwrap()["metadata"]["annotations"]["meshcert.io/version"], "1");
+
+    // A full sync reads head 2, then the cluster's Secrets, slowly: the LIST shows version 1.
+    east.set_slow_body(Some(meshcert_fake_kube::SlowBody { chunk_bytes: 128, delay: Duration::from_millis(50) }));
+    let stale_sync = test.signed_sync("{}");
+    // Meanwhile version 3 is stored and its own sync, at full speed, writes it to the cluster.
+    let rotate = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        east.set_slow_body(None);
+        let (status, body) = test.call("PUT", "/api/v1/certificates/istio-system/web", Some(&rotation("web-c.example.test"))).await;
+        let written = east.secret("istio-system", "web").unwrap()["metadata"]["annotations"]["meshcert.io/version"].clone();
+        (status, body, written)
+    };
+    let ((status, report), (rotated, body, written)) = tokio::join!(stale_sync, rotate);
+    assert_eq!(rotated, 200, "{body}");
+    assert_eq!(body["version"], 3, "{body}");
+    assert_eq!(written, "3", "the rotation's sync did not write version 3 before the stale sync ended");
+
+    // The stale sync finds version 3 at its write, and leaves it.
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["targets"][0]["action"], "superseded", "{report}");
+    let secret = east.secret("istio-system", "web").unwrap();
+    assert_eq!(secret["metadata"]["annotations"]["meshcert.io/version"], "3", "the stale sync wrote its version over the newer one");
+    assert_eq!(secret_entry(&secret, "tls.crt"), certificates.read("web-c.example.test.crt"));
+    let (status, details) = test.call("GET", "/api/v1/certificates/istio-system/web", None).await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["sync"]["east"]["state"], "synced", "{details}");
+    assert_eq!(details["sync"]["east"]["version"], 3, "{details}");
+}

@@ -22,7 +22,7 @@ use meshcert_core::records::{self, CertificateHead, CertificateState, Certificat
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
 use meshcert_core::validate::{self, UploadInput, UploadSummary, ValidatedUpload, Warning};
-use meshcert_spin::{cipher, error_response, json_response, now, variable, Store};
+use meshcert_spin::{cipher, error_response, json_response, now, variable, Change, Store};
 use spin_sdk::http::{Request, Response};
 
 use crate::auth::Role;
@@ -61,36 +61,20 @@ pub async fn create(request: &Request, role: Role) -> Response {
         Err(response) => return response,
     };
 
-    // Ok(Err(state)): a certificate of that name exists.
-    let stored = (|| -> anyhow::Result<Result<CertificateHead, CertificateState>> {
-        let store = Store::open()?;
-        // TODO: Two creates of one name at the same moment can both pass this check; remove
-        // when the head is written with wasi:keyvalue/atomics compare-and-swap.
-        if let Some(existing) = store.get::<CertificateHead>(&records::certificate_key(&body.namespace, &body.name))? {
-            return Ok(Err(existing.state));
-        }
+    let stored = Store::open().and_then(|store| {
         let content = Content::from_upload(&upload, body.mtls);
-        write_version(&store, None, &body.namespace, &body.name, content, &delivery, role, now, None).map(Ok)
-    })();
-    match stored {
-        Ok(Ok(_)) => {}
-        Ok(Err(CertificateState::Deleting)) => return deleting(&body.namespace, &body.name),
-        Ok(Err(CertificateState::Active)) => {
-            return error_response(
-                409,
-                "certificate_exists",
-                &format!(
-                    "certificate {}/{} already exists; rotate it with PUT /api/v1/certificates/{}/{}, or choose another name",
-                    body.namespace, body.name, body.namespace, body.name
-                ),
-                Some("name"),
-            );
-        }
+        // The name is free only if no head exists when the first head is written.
+        let free = |head: Option<&CertificateHead>| head.map_or(Ok(()), |head| Err(name_taken(head)));
+        write_version(&store, free, &body.namespace, &body.name, content, &delivery, role, now, None)
+    });
+    let head = match stored {
+        Ok(Ok(head)) => head,
+        Ok(Err(response)) => return response,
         Err(error) => return internal_error(error),
-    }
-    tracing::info!(namespace = %body.namespace, name = %body.name, version = 1, "certificate created");
+    };
+    tracing::info!(namespace = %body.namespace, name = %body.name, version = head.version, "certificate created");
 
-    respond_after_write(201, &body.namespace, &body.name, upload.warnings, now, Vec::new()).await
+    respond_after_write(201, &body.namespace, &body.name, Some(head.version), upload.warnings, now, Vec::new()).await
 }
 
 /// `PUT /api/v1/certificates/{namespace}/{name}`: stores new content as a new version (rotation)
@@ -148,17 +132,18 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
             code: "unchanged".into(),
             message: format!("the content equals version {}, so no new version was stored", head.version),
         });
-        return respond_after_write(200, namespace, name, warnings, now, Vec::new()).await;
+        return respond_after_write(200, namespace, name, None, warnings, now, Vec::new()).await;
     }
 
-    let written = write_version(&store, Some(&head), namespace, name, content, &delivery, role, now, None);
+    let written = write_version(&store, |current| still_writable(request, namespace, name, current), namespace, name, content, &delivery, role, now, None);
     let head = match written {
-        Ok(head) => head,
+        Ok(Ok(head)) => head,
+        Ok(Err(response)) => return response,
         Err(error) => return internal_error(error),
     };
     tracing::info!(namespace = %namespace, name = %name, version = head.version, "certificate replaced");
 
-    respond_after_write(200, namespace, name, upload.warnings, now, Vec::new()).await
+    respond_after_write(200, namespace, name, Some(head.version), upload.warnings, now, Vec::new()).await
 }
 
 /// `POST /api/v1/certificates/{namespace}/{name}/rollback`: stores the content of a kept older
@@ -222,14 +207,16 @@ pub async fn rollback(request: &Request, role: Role, namespace: &str, name: &str
     };
 
     let content = Content::from_upload(&upload, version.mtls);
-    let written = write_version(&store, Some(&head), namespace, name, content, &Delivery::of(&head), role, now, Some(body.version));
+    let writable = |current: Option<&CertificateHead>| still_writable(request, namespace, name, current);
+    let written = write_version(&store, writable, namespace, name, content, &Delivery::of(&head), role, now, Some(body.version));
     let head = match written {
-        Ok(head) => head,
+        Ok(Ok(head)) => head,
+        Ok(Err(response)) => return response,
         Err(error) => return internal_error(error),
     };
     tracing::info!(namespace = %namespace, name = %name, version = head.version, restored_from = body.version, "certificate rolled back");
 
-    respond_after_write(200, namespace, name, upload.warnings, now, Vec::new()).await
+    respond_after_write(200, namespace, name, Some(head.version), upload.warnings, now, Vec::new()).await
 }
 
 /// `DELETE /api/v1/certificates/{namespace}/{name}`: marks the certificate `deleting`, resolves
@@ -240,24 +227,32 @@ pub async fn delete(request: &Request, namespace: &str, name: &str) -> Response 
     let now = now();
     let marked = (|| -> anyhow::Result<Result<(), Response>> {
         let store = Store::open()?;
-        let Some(mut head) = store.get::<CertificateHead>(&records::certificate_key(namespace, name))? else {
-            return Ok(Err(not_found(namespace, name)));
-        };
-        if let Err(response) = check_if_match(request, &head) {
-            return Ok(Err(response));
-        }
-        if head.state != CertificateState::Deleting {
+        // Marked over the head that was checked, so a rotation at the same moment either comes
+        // before the mark, and is deleted with it, or is refused.
+        let marked = store.update(&records::certificate_key(namespace, name), |head: Option<CertificateHead>| {
+            let Some(mut head) = head else {
+                return Ok(Change::Keep(Err(not_found(namespace, name))));
+            };
+            if let Err(response) = check_if_match(request, &head) {
+                return Ok(Change::Keep(Err(response)));
+            }
+            if head.state == CertificateState::Deleting {
+                return Ok(Change::Keep(Ok(())));
+            }
             head.state = CertificateState::Deleting;
             head.delete_requested_at = Some(now);
-            store.set(&records::certificate_key(namespace, name), &head)?;
+            Ok(Change::Write(head, Ok(())))
+        })?;
+        if let Err(response) = marked {
+            return Ok(Err(response));
         }
         // A deleted certificate no longer alerts.
-        let alert_key = records::alert_key(namespace, name);
-        if let Some(existing) = store.get::<AlertRecord>(&alert_key)? {
-            if let Some(resolved) = alerts::resolve_all(&existing, now) {
-                store.set(&alert_key, &resolved)?;
-            }
-        }
+        store.update(&records::alert_key(namespace, name), |existing: Option<AlertRecord>| {
+            Ok(match existing.as_ref().and_then(|existing| alerts::resolve_all(existing, now)) {
+                Some(resolved) => Change::Write(resolved, ()),
+                None => Change::Keep(()),
+            })
+        })?;
         meshcert_spin::index::update(&store, namespace, name, |entry| {
             if let Some(entry) = entry {
                 entry.deleting = true;
@@ -462,15 +457,27 @@ impl Delivery {
     }
 }
 
-/// Writes `content` as the next version of `namespace/name`, then the head that points to it,
-/// then deletes the versions that dropped out of the kept list, then updates the alert.
+/// Writes `content` as a new version of `namespace/name`, then the head that points to it, then
+/// deletes the versions that dropped out of the kept list, then updates the alert.
 ///
-/// A failure before the head is written leaves the previous head and version in place (a version
-/// record written without its head is overwritten by the next write, which reuses its number).
+/// `check` decides on the head as it is at the moment of the write (`None` when there is none):
+/// an `Err` writes nothing and is returned. The caller checked the head it read before, but
+/// another replica may write in between, so `check` runs again on each head the write meets.
+///
+/// Two writers at once (two replicas) never lose a version, since both steps write with
+/// compare-and-swap:
+/// - A version number is taken by creating its record only where the key is absent, above the
+///   head's highest version. A record written without its head (a failure between the two
+///   writes) keeps its number, which the next write skips; the delete of the certificate removes
+///   it with the other version keys.
+/// - The head is written only over the head that was read. A writer that meets a newer head
+///   checks it again and keeps the versions that head lists. When that head is at or above the
+///   taken number, the record moves to a number above it, so the head is always the highest
+///   version and version numbers follow the order in which heads were written.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn write_version(
+pub(crate) fn write_version<E>(
     store: &Store,
-    previous: Option<&CertificateHead>,
+    check: impl Fn(Option<&CertificateHead>) -> Result<(), E>,
     namespace: &str,
     name: &str,
     content: Content,
@@ -478,51 +485,66 @@ pub(crate) fn write_version(
     role: Role,
     now: DateTime<Utc>,
     restored_from: Option<u32>,
-) -> anyhow::Result<CertificateHead> {
+) -> anyhow::Result<Result<CertificateHead, E>> {
     let cipher = cipher()?;
-    let version = previous.map_or(1, CertificateHead::next_version);
-    let version_key = records::version_key(namespace, name, version);
     let content_fingerprint = content.fingerprint();
-    let record = CertificateVersion {
-        version,
-        private_key: cipher.seal(&content.private_key, &version_key)?,
-        chain_pem: content.chain_pem,
-        ca_pem: content.ca_pem,
-        mtls: content.mtls,
-        summary: content.summary,
-        content_fingerprint: content_fingerprint.clone(),
-        author: role.as_str().into(),
-        created_at: now,
-    };
-    store.set(&version_key, &record)?;
+    let mut reserved: Option<CertificateVersion> = None;
 
-    let mut versions = previous.map(|head| head.versions.clone()).unwrap_or_default();
-    let dropped = records::push_version(&mut versions, VersionEntry::of(&record, restored_from), kept_versions());
-    let head = CertificateHead {
-        namespace: namespace.into(),
-        name: name.into(),
-        version,
-        state: CertificateState::Active,
-        mtls: record.mtls,
-        clusters: delivery.clusters.clone(),
-        separate_ca_secret: delivery.separate_ca_secret,
-        summary: record.summary.clone(),
-        content_fingerprint,
-        created_at: previous.map_or(now, |head| head.created_at),
-        updated_at: now,
-        versions,
-        delete_requested_at: None,
-        secret_format: delivery.secret_format.clone(),
-        imported_from: delivery.imported_from.clone(),
+    let written = store.update(&records::certificate_key(namespace, name), |current: Option<CertificateHead>| {
+        if let Err(refusal) = check(current.as_ref()) {
+            return Ok(Change::Keep(Err(refusal)));
+        }
+        let lowest = current.as_ref().map_or(1, CertificateHead::next_version);
+        if reserved.as_ref().is_none_or(|record| record.version < lowest) {
+            if let Some(outdated) = reserved.take() {
+                discard_version(store, namespace, name, outdated.version);
+            }
+            reserved = Some(take_version(store, &cipher, namespace, name, lowest, &content, &content_fingerprint, role, now)?);
+        }
+        let record = reserved.as_ref().expect("a version was reserved above");
+
+        let mut versions = current.as_ref().map(|head| head.versions.clone()).unwrap_or_default();
+        let dropped = records::push_version(&mut versions, VersionEntry::of(record, restored_from), kept_versions());
+        let head = CertificateHead {
+            namespace: namespace.into(),
+            name: name.into(),
+            version: record.version,
+            state: CertificateState::Active,
+            mtls: record.mtls,
+            clusters: delivery.clusters.clone(),
+            separate_ca_secret: delivery.separate_ca_secret,
+            summary: record.summary.clone(),
+            content_fingerprint: content_fingerprint.clone(),
+            created_at: current.as_ref().map_or(now, |head| head.created_at),
+            updated_at: now,
+            versions,
+            delete_requested_at: None,
+            secret_format: delivery.secret_format.clone(),
+            imported_from: delivery.imported_from.clone(),
+        };
+        Ok(Change::Write(head.clone(), Ok((head, dropped))))
+    });
+    let (head, dropped) = match written {
+        Ok(Ok(written)) => written,
+        // Nothing lists the reserved record: the head was refused or not written.
+        Ok(Err(refusal)) => {
+            if let Some(record) = reserved {
+                discard_version(store, namespace, name, record.version);
+            }
+            return Ok(Err(refusal));
+        }
+        Err(error) => {
+            if let Some(record) = reserved {
+                discard_version(store, namespace, name, record.version);
+            }
+            return Err(error);
+        }
     };
-    store.set(&records::certificate_key(namespace, name), &head)?;
 
     // The head no longer lists these versions, so a failure here leaves only unreachable records;
     // the delete of the certificate removes every version key.
     for dropped in dropped {
-        if let Err(error) = store.delete(&records::version_key(namespace, name, dropped)) {
-            tracing::warn!(namespace = %namespace, name = %name, version = dropped, error = format!("{error:#}"), "old version not deleted");
-        }
+        discard_version(store, namespace, name, dropped);
     }
     // Kept versions sealed with encryption_key_previous move to the current key.
     if let Err(error) = crate::reseal::reseal_versions(store, &cipher, &head) {
@@ -540,28 +562,91 @@ pub(crate) fn write_version(
             tracing::error!(error = format!("{error:#}"), "expiry index not marked for a rebuild; the daily rebuild repairs it");
         }
     }
-    Ok(head)
+    Ok(Ok(head))
+}
+
+/// The most version numbers [`take_version`] tries. It skips a number whose record was written
+/// without its head, or that a writer at the same moment took.
+const VERSION_NUMBERS_TRIED: u32 = 64;
+
+/// Creates the record of `content` at the first free version number from `lowest`, and returns
+/// it. The private key is sealed for the record's own key, so a record cannot move to another
+/// number by a copy.
+#[allow(clippy::too_many_arguments)]
+fn take_version(
+    store: &Store,
+    cipher: &meshcert_core::crypto::Cipher,
+    namespace: &str,
+    name: &str,
+    lowest: u32,
+    content: &Content,
+    content_fingerprint: &str,
+    role: Role,
+    now: DateTime<Utc>,
+) -> anyhow::Result<CertificateVersion> {
+    for version in lowest..lowest.saturating_add(VERSION_NUMBERS_TRIED) {
+        let version_key = records::version_key(namespace, name, version);
+        let record = CertificateVersion {
+            version,
+            private_key: cipher.seal(&content.private_key, &version_key)?,
+            chain_pem: content.chain_pem.clone(),
+            ca_pem: content.ca_pem.clone(),
+            mtls: content.mtls,
+            summary: content.summary.clone(),
+            content_fingerprint: content_fingerprint.into(),
+            author: role.as_str().into(),
+            created_at: now,
+        };
+        if store.insert_new(&version_key, &record)? {
+            return Ok(record);
+        }
+        tracing::info!(namespace = %namespace, name = %name, version, "version number taken; trying the next");
+    }
+    anyhow::bail!(
+        "versions {lowest} to {} of {namespace}/{name} all exist without being listed in its head; delete the certificate and create it again",
+        lowest.saturating_add(VERSION_NUMBERS_TRIED - 1)
+    )
+}
+
+/// Deletes a version record that no head lists. A failure leaves an unreachable record, which the
+/// delete of the certificate removes.
+fn discard_version(store: &Store, namespace: &str, name: &str, version: u32) {
+    if let Err(error) = store.delete(&records::version_key(namespace, name, version)) {
+        tracing::warn!(namespace = %namespace, name = %name, version, error = format!("{error:#}"), "unlisted version not deleted");
+    }
 }
 
 /// Applies the alert rule to the head's version, then writes the certificate's entry of the
 /// expiry index, which the scan reads in place of the head and the alert record.
 fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let alert_key = records::alert_key(&head.namespace, &head.name);
-    let mut record: Option<AlertRecord> = store.get(&alert_key)?;
     let evaluation = alerts::evaluate(&head.summary, now, warning_days());
-    if let Some(updated) = alerts::reconcile(record.as_ref(), &head.namespace, &head.name, evaluation, now) {
-        store.set(&alert_key, &updated)?;
-        record = Some(updated);
-    }
+    let record = store.update(&records::alert_key(&head.namespace, &head.name), |record: Option<AlertRecord>| {
+        Ok(match alerts::reconcile(record.as_ref(), &head.namespace, &head.name, evaluation.clone(), now) {
+            Some(updated) => Change::Write(updated.clone(), Some(updated)),
+            None => Change::Keep(record),
+        })
+    })?;
 
     let entry = IndexEntry { members: alerts::members(&head.summary), deleting: false, alert: AlertSnapshot::of(record.as_ref()) };
-    meshcert_spin::index::update(store, &head.namespace, &head.name, |current| *current = Some(entry))
+    meshcert_spin::index::update(store, &head.namespace, &head.name, |current| *current = Some(entry.clone()))
 }
 
 /// Syncs the certificate and responds with its details, the upload's warnings, a warning per
-/// gateway host its SANs do not cover, and the ETag. `adopt` lists the clusters where the sync
-/// may take over a same-named Secret (an import).
-pub(crate) async fn respond_after_write(status: u16, namespace: &str, name: &str, mut warnings: Vec<Warning>, now: DateTime<Utc>, adopt: Vec<String>) -> Response {
+/// gateway host its SANs do not cover, and the ETag. `written` is the version this request stored,
+/// if any; `adopt` lists the clusters where the sync may take over a same-named Secret (an import).
+///
+/// The details and the ETag are those of the current head, which a write on another replica may
+/// have replaced already; a warning then says so, since the client's next `If-Match` must name
+/// what it saw.
+pub(crate) async fn respond_after_write(
+    status: u16,
+    namespace: &str,
+    name: &str,
+    written: Option<u32>,
+    mut warnings: Vec<Warning>,
+    now: DateTime<Utc>,
+    adopt: Vec<String>,
+) -> Response {
     // Push it now, so the response can tell where it landed.
     let id = format!("{namespace}/{name}");
     let synced: Vec<String> = match crate::hooks::sync_adopting(SyncScope::Certificate(id.clone()), adopt).await {
@@ -591,6 +676,15 @@ pub(crate) async fn respond_after_write(status: u16, namespace: &str, name: &str
 
     match load_details(namespace, name, now) {
         Ok(Some(mut details)) => {
+            if let Some(written) = written.filter(|written| *written != details.version) {
+                warnings.push(Warning {
+                    code: "superseded".into(),
+                    message: format!(
+                        "this request stored version {written}, and another write has since made version {} current; these details and the ETag are of version {}",
+                        details.version, details.version
+                    ),
+                });
+            }
             details.warnings = warnings;
             let version = details.version;
             with_etag(json_response(status, &details), version)
@@ -608,19 +702,40 @@ fn sync_not_started(error: &anyhow::Error) -> Warning {
 }
 
 /// Opens the store and reads the head for a write: 404 when absent, 409 while deleting, 412 when
-/// `If-Match` names another version.
+/// `If-Match` names another version. The write checks again with [`still_writable`].
 fn writable_head(request: &Request, namespace: &str, name: &str) -> Result<(Store, CertificateHead), Response> {
     let store = Store::open().map_err(internal_error)?;
-    let head = match store.get::<CertificateHead>(&records::certificate_key(namespace, name)) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Err(not_found(namespace, name)),
-        Err(error) => return Err(internal_error(error)),
+    let head = store.get::<CertificateHead>(&records::certificate_key(namespace, name)).map_err(internal_error)?;
+    still_writable(request, namespace, name, head.as_ref())?;
+    Ok((store, head.expect("still_writable refuses a missing head")))
+}
+
+/// The check of a rotation or rollback on the head it writes over: the certificate exists, is not
+/// being deleted, and is at the version that `If-Match` names.
+fn still_writable(request: &Request, namespace: &str, name: &str, head: Option<&CertificateHead>) -> Result<(), Response> {
+    let Some(head) = head else {
+        return Err(not_found(namespace, name));
     };
     if head.state == CertificateState::Deleting {
         return Err(deleting(namespace, name));
     }
-    check_if_match(request, &head)?;
-    Ok((store, head))
+    check_if_match(request, head)
+}
+
+/// The answer to a create of a name that a certificate has.
+fn name_taken(head: &CertificateHead) -> Response {
+    if head.state == CertificateState::Deleting {
+        return deleting(&head.namespace, &head.name);
+    }
+    error_response(
+        409,
+        "certificate_exists",
+        &format!(
+            "certificate {}/{} already exists; rotate it with PUT /api/v1/certificates/{}/{}, or choose another name",
+            head.namespace, head.name, head.namespace, head.name
+        ),
+        Some("name"),
+    )
 }
 
 /// Optimistic concurrency: a write with `If-Match: "<version>"` applies only to that version, so

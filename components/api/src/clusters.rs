@@ -12,7 +12,7 @@ use meshcert_core::records::{self, CertificateHead, CertificateState, ClusterRec
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::{check_label_key, check_label_value, LabelSelector};
 use meshcert_core::validate::Field;
-use meshcert_spin::{cipher, error_response, json_response, now, variable, Store};
+use meshcert_spin::{cipher, error_response, json_response, now, variable, Change, Store};
 use spin_sdk::http::{Request, Response};
 
 use crate::internal_error;
@@ -46,11 +46,6 @@ pub async fn create(request: &Request) -> Response {
     let key = records::cluster_key(&body.id);
     let stored = (|| -> anyhow::Result<Option<ClusterRecord>> {
         let store = Store::open()?;
-        // TODO: Two registrations of one id at the same moment can both pass this check; remove
-        // when the record is written with wasi:keyvalue/atomics compare-and-swap.
-        if store.exists(&key)? {
-            return Ok(None);
-        }
         let record = ClusterRecord {
             id: body.id.clone(),
             display_name: body.display_name.clone(),
@@ -60,8 +55,8 @@ pub async fn create(request: &Request) -> Response {
             labels: body.labels.clone(),
             created_at: now(),
         };
-        store.set(&key, &record)?;
-        Ok(Some(record))
+        // Created only where the id is free, so of two registrations at once one gets 409.
+        Ok(store.insert_new(&key, &record)?.then_some(record))
     })();
     let record = match stored {
         Ok(Some(record)) => record,
@@ -143,26 +138,29 @@ pub async fn update(request: &Request, id: &str) -> Response {
     let key = records::cluster_key(id);
     let updated = (|| -> anyhow::Result<Option<ClusterRecord>> {
         let store = Store::open()?;
-        let Some(mut record) = store.get::<ClusterRecord>(&key)? else {
-            return Ok(None);
-        };
-        if let Some(display_name) = &body.display_name {
-            record.display_name = display_name.clone();
-        }
-        if let Some(api_server) = &body.api_server {
-            record.api_server = normalized_api_server(api_server);
-        }
-        if let Some(token) = &body.token {
-            record.token = cipher()?.seal(&SecretString::new(token.expose().trim()), &key)?;
-        }
-        if let Some(ca_bundle) = &body.ca_bundle {
-            record.ca_bundle = ca_bundle.clone();
-        }
-        if let Some(labels) = &body.labels {
-            record.labels = labels.clone();
-        }
-        store.set(&key, &record)?;
-        Ok(Some(record))
+        let cipher = cipher()?;
+        // Over the record that was read, so two changes of different fields at once both land.
+        store.update(&key, |record: Option<ClusterRecord>| {
+            let Some(mut record) = record else {
+                return Ok(Change::Keep(None));
+            };
+            if let Some(display_name) = &body.display_name {
+                record.display_name = display_name.clone();
+            }
+            if let Some(api_server) = &body.api_server {
+                record.api_server = normalized_api_server(api_server);
+            }
+            if let Some(token) = &body.token {
+                record.token = cipher.seal(&SecretString::new(token.expose().trim()), &key)?;
+            }
+            if let Some(ca_bundle) = &body.ca_bundle {
+                record.ca_bundle = ca_bundle.clone();
+            }
+            if let Some(labels) = &body.labels {
+                record.labels = labels.clone();
+            }
+            Ok(Change::Write(record.clone(), Some(record)))
+        })
     })();
     let record = match updated {
         Ok(Some(record)) => record,
@@ -342,12 +340,15 @@ fn secret_counts(store: &Store, cluster: &ClusterRecord) -> anyhow::Result<BTree
 fn forget(store: &Store, id: &str) -> anyhow::Result<()> {
     store.delete(&records::cluster_key(id))?;
     for key in store.keys("sync/")? {
-        let Some(mut record) = store.get::<SyncRecord>(&key)? else {
-            continue;
-        };
-        if record.clusters.remove(id).is_some() {
-            store.set(&key, &record)?;
-        }
+        store.update(&key, |record: Option<SyncRecord>| {
+            let Some(mut record) = record else {
+                return Ok(Change::Keep(()));
+            };
+            Ok(match record.clusters.remove(id) {
+                Some(_) => Change::Write(record, ()),
+                None => Change::Keep(()),
+            })
+        })?;
     }
     Ok(())
 }

@@ -118,19 +118,9 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
     }
     let adopt = if item.replace { vec!["*".to_string()] } else { vec![item.cluster.clone()] };
 
-    // An import of the same Secret again resumes one whose adoption did not finish, such as
-    // when the cluster could not be reached right after the certificate was stored.
     match store.get::<CertificateHead>(&records::certificate_key(namespace, name)) {
         Ok(None) => {}
-        Ok(Some(head)) if head.state == CertificateState::Deleting => return deleting(namespace, name),
-        Ok(Some(head)) if head.imported_from.as_ref().is_some_and(|origin| origin.cluster == item.cluster) => {
-            let warning = Warning { code: "already_imported".into(), message: format!("{namespace}/{name} was imported from cluster {} before; it was synced again", item.cluster) };
-            return respond_after_write(200, namespace, name, vec![warning], now, adopt).await;
-        }
-        Ok(Some(_)) => {
-            let message = format!("meshcert already stores certificate {namespace}/{name}; rotate it with PUT /api/v1/certificates/{namespace}/{name}, or delete it before importing the cluster's Secret");
-            return error_response(409, "certificate_exists", &message, Some("secret"));
-        }
+        Ok(Some(head)) => return answer_taken(&head, item, now, adopt).await,
         Err(error) => return internal_error(error),
     }
 
@@ -186,14 +176,33 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
         return response;
     }
 
-    // TODO: Two imports of one name at the same moment can both pass the check above; remove
-    // when the head is written with wasi:keyvalue/atomics compare-and-swap.
-    if let Err(error) = write_version(&store, None, namespace, name, Content::from_upload(&upload, mtls), &delivery, role, now, None) {
-        return internal_error(error);
-    }
+    // The name is free only if no head exists when the first head is written: of two imports at
+    // once, the later one answers as an import of a taken name.
+    let free = |head: Option<&CertificateHead>| head.map_or(Ok(()), |head| Err(head.clone()));
+    let head = match write_version(&store, free, namespace, name, Content::from_upload(&upload, mtls), &delivery, role, now, None) {
+        Ok(Ok(head)) => head,
+        Ok(Err(head)) => return answer_taken(&head, item, now, adopt).await,
+        Err(error) => return internal_error(error),
+    };
     tracing::info!(cluster = %item.cluster, namespace = %namespace, name = %name, replace = item.replace, "certificate imported");
 
-    respond_after_write(201, namespace, name, upload.warnings, now, adopt).await
+    respond_after_write(201, namespace, name, Some(head.version), upload.warnings, now, adopt).await
+}
+
+/// Answers an import of a name that a certificate has. An import of the same Secret again resumes
+/// one whose adoption did not finish, such as when the cluster could not be reached right after
+/// the certificate was stored.
+async fn answer_taken(head: &CertificateHead, item: &ImportRequest, now: DateTime<Utc>, adopt: Vec<String>) -> Response {
+    let (namespace, name) = (item.namespace.as_str(), item.secret.as_str());
+    if head.state == CertificateState::Deleting {
+        return deleting(namespace, name);
+    }
+    if head.imported_from.as_ref().is_some_and(|origin| origin.cluster == item.cluster) {
+        let warning = Warning { code: "already_imported".into(), message: format!("{namespace}/{name} was imported from cluster {} before; it was synced again", item.cluster) };
+        return respond_after_write(200, namespace, name, None, vec![warning], now, adopt).await;
+    }
+    let message = format!("meshcert already stores certificate {namespace}/{name}; rotate it with PUT /api/v1/certificates/{namespace}/{name}, or delete it before importing the cluster's Secret");
+    error_response(409, "certificate_exists", &message, Some("secret"))
 }
 
 fn check_item(item: &ImportRequest) -> Result<(), Response> {

@@ -3,9 +3,9 @@
 //! `POST /api/v1/encryption/reseal`. After a reseal reports no record left on the previous key,
 //! the operator can remove `encryption_key_previous`.
 
-use meshcert_core::crypto::Cipher;
+use meshcert_core::crypto::{Cipher, SealedSecret};
 use meshcert_core::records::{self, CertificateHead, CertificateVersion, ClusterRecord, StoreKey};
-use meshcert_spin::{cipher, json_response, Store};
+use meshcert_spin::{cipher, json_response, Change, Store};
 use spin_sdk::http::Response;
 
 use crate::internal_error;
@@ -20,18 +20,34 @@ pub fn reseal_versions(store: &Store, cipher: &Cipher, head: &CertificateHead) -
     let mut resealed = 0;
     for entry in &head.versions {
         let key = records::version_key(&head.namespace, &head.name, entry.version);
-        let Some(mut version) = store.get::<CertificateVersion>(&key)? else {
-            continue;
-        };
-        if !cipher.needs_reseal(&version.private_key) {
-            continue;
+        if reseal(store, cipher, &key, |version: &mut CertificateVersion| &mut version.private_key)? == Some(true) {
+            resealed += 1;
         }
-        let private_key = cipher.open(&version.private_key, &key)?;
-        version.private_key = cipher.seal(&private_key, &key)?;
-        store.set(&key, &version)?;
-        resealed += 1;
     }
     Ok(resealed)
+}
+
+/// Seals again the secret of the record at `key` (`sealed` finds it) when an older key sealed it.
+/// Returns `None` when the record is absent, and otherwise whether it was sealed again.
+///
+/// The record is written with compare-and-swap, so a change made at the same moment, such as a
+/// new cluster token or the delete of a version, is not undone.
+fn reseal<T>(store: &Store, cipher: &Cipher, key: &str, sealed: impl Fn(&mut T) -> &mut SealedSecret) -> anyhow::Result<Option<bool>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    store.update(key, |record: Option<T>| {
+        let Some(mut record) = record else {
+            return Ok(Change::Keep(None));
+        };
+        let secret = sealed(&mut record);
+        if !cipher.needs_reseal(secret) {
+            return Ok(Change::Keep(Some(false)));
+        }
+        let plain = cipher.open(secret, key)?;
+        *secret = cipher.seal(&plain, key)?;
+        Ok(Change::Write(record, Some(true)))
+    })
 }
 
 /// `POST /api/v1/encryption/reseal`: seals every stored private key and cluster token that an
@@ -46,31 +62,19 @@ pub fn reseal_all() -> Response {
             let Some(StoreKey::CertificateVersion { .. }) = StoreKey::parse(&key) else {
                 continue;
             };
-            let Some(mut version) = store.get::<CertificateVersion>(&key)? else {
-                continue;
-            };
-            if !cipher.needs_reseal(&version.private_key) {
-                current += 1;
-                continue;
+            match reseal(&store, &cipher, &key, |version: &mut CertificateVersion| &mut version.private_key)? {
+                Some(true) => resealed += 1,
+                Some(false) => current += 1,
+                None => {}
             }
-            let private_key = cipher.open(&version.private_key, &key)?;
-            version.private_key = cipher.seal(&private_key, &key)?;
-            store.set(&key, &version)?;
-            resealed += 1;
         }
 
         for key in store.keys("cluster/")? {
-            let Some(mut cluster) = store.get::<ClusterRecord>(&key)? else {
-                continue;
-            };
-            if !cipher.needs_reseal(&cluster.token) {
-                current += 1;
-                continue;
+            match reseal(&store, &cipher, &key, |cluster: &mut ClusterRecord| &mut cluster.token)? {
+                Some(true) => resealed += 1,
+                Some(false) => current += 1,
+                None => {}
             }
-            let token = cipher.open(&cluster.token, &key)?;
-            cluster.token = cipher.seal(&token, &key)?;
-            store.set(&key, &cluster)?;
-            resealed += 1;
         }
 
         tracing::info!(resealed, current, "stored secrets sealed with the current encryption key");

@@ -15,9 +15,32 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::key_value;
+use spin_sdk::wit::wasi::keyvalue::{atomics, store as wasi_store};
 
 /// The key-value store `default`, with JSON records.
-pub struct Store(key_value::Store);
+///
+/// Records that several writers change (two replicas, or an api write and a scan) are written
+/// with [`Store::update`] and [`Store::insert_new`], over `wasi:keyvalue/atomics` compare-and-swap:
+/// a write applies only when the record is still what the writer read. Plain [`Store::set`] is for
+/// records with one writer, or whose writers all write the same value.
+pub struct Store {
+    store: key_value::Store,
+    /// The same store through `wasi:keyvalue`, opened at the first compare-and-swap.
+    bucket: std::cell::OnceCell<wasi_store::Bucket>,
+}
+
+/// What [`Store::update`]'s closure decides for the record it was given.
+pub enum Change<T, R> {
+    /// Leave the record as it is, and return `R`.
+    Keep(R),
+    /// Write `T` in place of the record the closure saw, and return `R` once written.
+    Write(T, R),
+}
+
+/// How often [`Store::update`] reads a record again after another writer changed it first. Each
+/// round costs a read and a write; writers of one record are a few requests at a time, so 32
+/// rounds are reached only when one record is written in a tight loop.
+const UPDATE_ATTEMPTS: usize = 32;
 
 impl Store {
     /// Opens the store `default`, which every component lists in `key_value_stores`.
@@ -27,7 +50,7 @@ impl Store {
     /// When the host does not grant the store.
     pub fn open() -> anyhow::Result<Self> {
         let store = key_value::Store::open_default().map_err(store_error).context("failed to open the key-value store \"default\"")?;
-        Ok(Self(store))
+        Ok(Self { store, bucket: std::cell::OnceCell::new() })
     }
 
     /// Reads and decodes a record; `None` when the key is absent.
@@ -36,7 +59,7 @@ impl Store {
     ///
     /// A store failure, or a record that is not the expected JSON.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {
-        let Some(bytes) = self.0.get(key).map_err(store_error).with_context(|| format!("failed to read {key:?} from the key-value store"))? else {
+        let Some(bytes) = self.store.get(key).map_err(store_error).with_context(|| format!("failed to read {key:?} from the key-value store"))? else {
             return Ok(None);
         };
         let value = serde_json::from_slice(&bytes).with_context(|| format!("record {key:?} is not valid JSON for its type"))?;
@@ -50,7 +73,7 @@ impl Store {
     /// A store failure.
     pub fn set<T: Serialize>(&self, key: &str, value: &T) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec(value).with_context(|| format!("failed to encode record {key:?}"))?;
-        self.0.set(key, &bytes).map_err(store_error).with_context(|| format!("failed to write {key:?} to the key-value store"))
+        self.store.set(key, &bytes).map_err(store_error).with_context(|| format!("failed to write {key:?} to the key-value store"))
     }
 
     /// Deletes a record; deleting an absent key succeeds.
@@ -59,7 +82,7 @@ impl Store {
     ///
     /// A store failure.
     pub fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.0.delete(key).map_err(store_error).with_context(|| format!("failed to delete {key:?} from the key-value store"))
+        self.store.delete(key).map_err(store_error).with_context(|| format!("failed to delete {key:?} from the key-value store"))
     }
 
     /// Returns whether a key exists.
@@ -68,7 +91,7 @@ impl Store {
     ///
     /// A store failure.
     pub fn exists(&self, key: &str) -> anyhow::Result<bool> {
-        self.0.exists(key).map_err(store_error).with_context(|| format!("failed to look up {key:?} in the key-value store"))
+        self.store.exists(key).map_err(store_error).with_context(|| format!("failed to look up {key:?} in the key-value store"))
     }
 
     /// Lists every key that starts with `prefix`, sorted.
@@ -79,7 +102,7 @@ impl Store {
     pub fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         // NOTE: Spin's key-value interface has no prefix query, so this lists every key.
         let mut keys: Vec<String> = self
-            .0
+            .store
             .get_keys()
             .map_err(store_error)
             .context("failed to list the keys of the key-value store")?
@@ -88,6 +111,81 @@ impl Store {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// Changes the record at `key` with compare-and-swap: `change` gets the record (`None` when
+    /// absent) and decides; a [`Change::Write`] applies only if no other writer changed the record
+    /// since it was read, and otherwise `change` runs again on the newer record. So `change` must
+    /// compute from what it is given, and may run several times before its result is written.
+    ///
+    /// # Errors
+    ///
+    /// A store failure, an error of `change`, a record that is not the expected JSON, or a record
+    /// that other writers changed on every one of [`UPDATE_ATTEMPTS`] rounds.
+    pub fn update<T, R>(&self, key: &str, mut change: impl FnMut(Option<T>) -> anyhow::Result<Change<T, R>>) -> anyhow::Result<R>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let read_error = || format!("failed to read {key:?} from the key-value store");
+        let mut cas = atomics::Cas::new(self.bucket()?, key).map_err(wasi_error).with_context(read_error)?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = match cas.current().map_err(wasi_error).with_context(read_error)? {
+                Some(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| format!("record {key:?} is not valid JSON for its type"))?),
+                None => None,
+            };
+            let (value, result) = match change(current)? {
+                Change::Keep(result) => return Ok(result),
+                Change::Write(value, result) => (value, result),
+            };
+
+            let bytes = serde_json::to_vec(&value).with_context(|| format!("failed to encode record {key:?}"))?;
+            match atomics::swap(cas, &bytes) {
+                Ok(()) => return Ok(result),
+                // Another writer was first; the host hands back the record as it is now.
+                Err(atomics::CasError::CasFailed(newer)) => cas = newer,
+                Err(atomics::CasError::StoreError(error)) => return Err(wasi_error(error)).with_context(|| format!("failed to write {key:?} to the key-value store")),
+            }
+        }
+        anyhow::bail!("record {key:?} was changed by other writers {UPDATE_ATTEMPTS} times while this request tried to update it; retry the request")
+    }
+
+    /// Writes `value` at `key` only when the key is absent. Returns `false`, writing nothing, when
+    /// a record is there, also one that another writer created a moment before.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub fn insert_new<T: Serialize>(&self, key: &str, value: &T) -> anyhow::Result<bool> {
+        let bytes = serde_json::to_vec(value).with_context(|| format!("failed to encode record {key:?}"))?;
+        let read_error = || format!("failed to read {key:?} from the key-value store");
+        let cas = atomics::Cas::new(self.bucket()?, key).map_err(wasi_error).with_context(read_error)?;
+        if cas.current().map_err(wasi_error).with_context(read_error)?.is_some() {
+            return Ok(false);
+        }
+        match atomics::swap(cas, &bytes) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(error)) => Err(wasi_error(error)).with_context(|| format!("failed to write {key:?} to the key-value store")),
+        }
+    }
+
+    /// The store through `wasi:keyvalue`. Spin's `wasi:keyvalue/store.open` takes the same labels
+    /// and the same `key_value_stores` grant as its own key-value interface.
+    fn bucket(&self) -> anyhow::Result<&wasi_store::Bucket> {
+        if let Some(bucket) = self.bucket.get() {
+            return Ok(bucket);
+        }
+        let bucket = wasi_store::open("default").map_err(wasi_error).context("failed to open the key-value store \"default\" through wasi:keyvalue")?;
+        Ok(self.bucket.get_or_init(|| bucket))
+    }
+}
+
+/// Turns a `wasi:keyvalue` error into its message, as [`store_error`] does.
+fn wasi_error(error: wasi_store::Error) -> anyhow::Error {
+    match error {
+        wasi_store::Error::Other(message) => anyhow::anyhow!(message),
+        wasi_store::Error::AccessDenied => anyhow::anyhow!("access denied: add \"default\" to the component's key_value_stores in spin.toml"),
+        wasi_store::Error::NoSuchStore => anyhow::anyhow!("the host has no store \"default\": check [key_value_store.default] in the runtime configuration"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Each active alert is logged as one JSON line with a `certificate` field, which log searches
 //! for "certificate" find.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,7 @@ use meshcert_core::records::{self, CertificateHead, CertificateState, StoreKey};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::{sleep, variable, with_timeout, Store};
+use crate::{sleep, variable, with_timeout, Change, Store};
 
 /// The key of the last scan's record.
 pub const LAST_SCAN_KEY: &str = "scan/last";
@@ -95,10 +96,8 @@ pub async fn run(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
 /// retention. Returns the number of entry keys folded and of keys deleted.
 ///
 /// The day record is written before its entry keys are deleted, and folding is idempotent, so a
-/// failure in between only leaves work for the next run.
-// TODO: Two scans running at once (two replicas) can each fold a day, and the later write loses
-// the entries only the other one read. Remove when the day record is written with
-// wasi:keyvalue/atomics compare-and-swap.
+/// failure in between only leaves work for the next run. It is written with compare-and-swap, so
+/// two scans folding a day at once (two replicas) both land.
 fn compact_audit(now: DateTime<Utc>) -> anyhow::Result<(usize, usize)> {
     let store = Store::open()?;
     let plan = audit::plan_compaction(&store.keys(audit::AUDIT_PREFIX)?, now);
@@ -111,10 +110,11 @@ fn compact_audit(now: DateTime<Utc>) -> anyhow::Result<(usize, usize)> {
                 entries.push(entry);
             }
         }
-        let day_key = audit::day_key(day);
-        let mut record: AuditDay = store.get(&day_key)?.unwrap_or_default();
-        record.fold(entries);
-        store.set(&day_key, &record)?;
+        store.update(&audit::day_key(day), |record: Option<AuditDay>| {
+            let mut record = record.unwrap_or_default();
+            record.fold(entries.clone());
+            Ok(Change::Write(record, ()))
+        })?;
         for key in &keys {
             store.delete(key)?;
         }
@@ -149,12 +149,14 @@ async fn scan(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
 
     let meta: IndexMeta = store.get(expiry_index::META_KEY)?.unwrap_or_default();
     let rebuilding = meta.needs_rebuild(now);
-    let mut shards = if rebuilding { rebuild_index(&store, now)? } else { read_index(&store)? };
+    let shards = if rebuilding { rebuild_index(&store, now)? } else { read_index(&store)? };
     counts.rebuilt_index = rebuilding;
 
-    for (number, shard) in shards.iter_mut().enumerate() {
-        let mut changed_shard = rebuilding;
-        for (id, entry) in shard.entries.iter_mut() {
+    for (number, shard) in shards.iter().enumerate() {
+        // The entries' new alert snapshots, written at the end of the shard over the shard as it
+        // is then, so entries the api writes meanwhile are kept.
+        let mut snapshots = BTreeMap::new();
+        for (id, entry) in &shard.entries {
             counts.certificates += 1;
             // A certificate being deleted no longer deserves an alert.
             let evaluation = if entry.deleting { None } else { alerts::evaluate_members(entry.members.clone(), now, counts.warning_days) };
@@ -168,26 +170,15 @@ async fn scan(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
             let Some((namespace, name)) = id.split_once('/') else {
                 continue;
             };
-            let alert_key = records::alert_key(namespace, name);
-            let existing: Option<AlertRecord> = store.get(&alert_key)?;
-            let changed = alerts::reconcile(existing.as_ref(), namespace, name, evaluation, now);
-            let mut record = changed.clone().or(existing);
-            let notified = match (&mut notifier, &mut record) {
-                (Some(notifier), Some(record)) => notifier.notify(record, now, &mut counts).await,
-                _ => false,
-            };
-            if let Some(record) = record.as_ref().filter(|_| changed.is_some() || notified) {
-                store.set(&alert_key, record)?;
-                counts.records_written += 1;
-            }
+            let record = refresh_alert(&store, namespace, name, evaluation, notifier.as_mut(), now, &mut counts).await?;
             let snapshot = AlertSnapshot::of(record.as_ref());
             if snapshot != entry.alert {
-                entry.alert = snapshot;
-                changed_shard = true;
+                snapshots.insert(id.clone(), snapshot);
             }
         }
-        if changed_shard {
-            store.set(&expiry_index::shard_key(number as u8), shard)?;
+        let rebuilt = rebuilding.then_some(shard);
+        if rebuilt.is_some() || !snapshots.is_empty() {
+            write_shard(&store, number as u8, rebuilt, &snapshots)?;
         }
     }
     if rebuilding {
@@ -197,6 +188,138 @@ async fn scan(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
     counts.finished_at = Some(crate::now());
     store.set(LAST_SCAN_KEY, &counts)?;
     Ok(counts)
+}
+
+/// Brings the alert record of `namespace/name` in step with `evaluation`, and sends its due
+/// notifications. Returns the record as this scan left it.
+///
+/// Scans on two replicas at once write each alert once and send each notification once: the
+/// record is written with compare-and-swap, and a notification is claimed in the record before it
+/// is sent, then marked sent (`alerts::claim_notifications`). A scan that stops between the two
+/// leaves a claim, which expires, so the notification is sent again later: at least once, and
+/// once when nothing fails.
+async fn refresh_alert(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    evaluation: Option<(alerts::AlertKind, Vec<alerts::AlertMember>)>,
+    mut notifier: Option<&mut Notifier>,
+    now: DateTime<Utc>,
+    counts: &mut ScanCounts,
+) -> anyhow::Result<Option<AlertRecord>> {
+    let key = records::alert_key(namespace, name);
+    let claiming = notifier.as_ref().is_some_and(|notifier| !notifier.unreachable);
+    let (record, claimed, written) = store.update(&key, |existing: Option<AlertRecord>| {
+        let changed = alerts::reconcile(existing.as_ref(), namespace, name, evaluation.clone(), now);
+        let Some(mut record) = changed.clone().or(existing) else {
+            return Ok(Change::Keep((None, Vec::new(), false)));
+        };
+        let claimed = if claiming { alerts::claim_notifications(&mut record, now) } else { Vec::new() };
+        if changed.is_none() && claimed.is_empty() {
+            return Ok(Change::Keep((Some(record), claimed, false)));
+        }
+        Ok(Change::Write(record.clone(), (Some(record), claimed, true)))
+    })?;
+    counts.records_written += usize::from(written);
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    if claimed.is_empty() {
+        if notifier.is_some() && !claiming {
+            // Left for the next scan, as the endpoint failed on an earlier alert of this scan.
+            counts.notifications_failed += record.alerts.values().filter(|alert| alert.resolved_at.is_none() && alert.notified_at.is_none()).count();
+        }
+        return Ok(Some(record));
+    }
+    let Some(notifier) = notifier.as_mut() else {
+        return Ok(Some(record));
+    };
+
+    let mut sent = Vec::with_capacity(claimed.len());
+    for kind in claimed {
+        let delivered = notifier.send(&record, kind, now, counts).await;
+        sent.push((kind, delivered));
+    }
+    let finished = store.update(&key, |current: Option<AlertRecord>| {
+        let Some(mut current) = current else {
+            return Ok(Change::Keep((None, false)));
+        };
+        let mut changed = false;
+        for (kind, delivered) in &sent {
+            changed |= alerts::finish_notification(&mut current, *kind, now, *delivered);
+        }
+        Ok(if changed { Change::Write(current.clone(), (Some(current), true)) } else { Change::Keep((Some(current), false)) })
+    })?;
+    let (finished, written) = finished;
+    counts.records_written += usize::from(written);
+    Ok(finished)
+}
+
+/// Writes this scan's alert snapshots into index shard `number` with compare-and-swap, over the
+/// shard as it is at the write. With `rebuilt`, the shard built from the heads replaces it first.
+fn write_shard(store: &Store, number: u8, rebuilt: Option<&IndexShard>, snapshots: &BTreeMap<String, Option<AlertSnapshot>>) -> anyhow::Result<()> {
+    store.update(&expiry_index::shard_key(number), |current: Option<IndexShard>| {
+        let mut shard = current.unwrap_or_default();
+        let mut changed = false;
+        let mut read_again = BTreeSet::new();
+        if let Some(rebuilt) = rebuilt {
+            (shard, read_again) = merge_rebuilt(store, rebuilt, shard)?;
+            changed = true;
+        }
+        // An entry read again has the snapshot of the newest alert record already.
+        for (id, snapshot) in snapshots.iter().filter(|(id, _)| !read_again.contains(*id)) {
+            if let Some(entry) = shard.entries.get_mut(id).filter(|entry| entry.alert != *snapshot) {
+                entry.alert = snapshot.clone();
+                changed = true;
+            }
+        }
+        Ok(if changed { Change::Write(shard, ()) } else { Change::Keep(()) })
+    })
+}
+
+/// Merges a shard rebuilt from the heads with the shard as it is now. Where the two differ, an api
+/// write or delete may have come between the read of the heads and this write, so that
+/// certificate is read again. Returns the merged shard and the ids read again.
+fn merge_rebuilt(store: &Store, rebuilt: &IndexShard, current: IndexShard) -> anyhow::Result<(IndexShard, BTreeSet<String>)> {
+    let mut merged = rebuilt.clone();
+    let mut read_again = BTreeSet::new();
+    let ids: BTreeSet<&String> = rebuilt.entries.keys().chain(current.entries.keys()).collect();
+    for id in ids {
+        if rebuilt.entries.get(id) == current.entries.get(id) {
+            continue;
+        }
+        let Some((namespace, name)) = id.split_once('/') else {
+            continue;
+        };
+        // Absent from the index: lost, which is why indexes are rebuilt, or removed by a delete
+        // that finished after the heads were read. Only the head's existence tells them apart.
+        if !current.entries.contains_key(id) {
+            if !store.exists(&records::certificate_key(namespace, name))? {
+                merged.entries.remove(id);
+            }
+            continue;
+        }
+        match index_entry(store, namespace, name)? {
+            Some(entry) => merged.entries.insert(id.clone(), entry),
+            None => merged.entries.remove(id),
+        };
+        read_again.insert(id.clone());
+    }
+    Ok((merged, read_again))
+}
+
+/// Builds the index entry of `namespace/name` from its head and alert record; `None` when the
+/// certificate does not exist.
+fn index_entry(store: &Store, namespace: &str, name: &str) -> anyhow::Result<Option<IndexEntry>> {
+    let Some(head) = store.get::<CertificateHead>(&records::certificate_key(namespace, name))? else {
+        return Ok(None);
+    };
+    let record: Option<AlertRecord> = store.get(&records::alert_key(namespace, name))?;
+    Ok(Some(IndexEntry {
+        members: alerts::members(&head.summary),
+        deleting: head.state == CertificateState::Deleting,
+        alert: AlertSnapshot::of(record.as_ref()),
+    }))
 }
 
 /// Logs one line for an active alert, and counts it.
@@ -234,14 +357,8 @@ fn rebuild_index(store: &Store, now: DateTime<Utc>) -> anyhow::Result<Vec<IndexS
         let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
             continue;
         };
-        let Some(head) = store.get::<CertificateHead>(&key)? else {
+        let Some(entry) = index_entry(store, &namespace, &name)? else {
             continue;
-        };
-        let record: Option<AlertRecord> = store.get(&records::alert_key(&namespace, &name))?;
-        let entry = IndexEntry {
-            members: alerts::members(&head.summary),
-            deleting: head.state == CertificateState::Deleting,
-            alert: AlertSnapshot::of(record.as_ref()),
         };
         let shard = usize::from(expiry_index::shard_of(&namespace, &name));
         shards[shard].entries.insert(format!("{namespace}/{name}"), entry);
@@ -255,9 +372,12 @@ fn rebuild_index(store: &Store, now: DateTime<Utc>) -> anyhow::Result<Vec<IndexS
         if indexed.contains(&format!("{namespace}/{name}")) {
             continue;
         }
-        if let Some(resolved) = store.get::<AlertRecord>(&key)?.and_then(|existing| alerts::resolve_all(&existing, now)) {
-            store.set(&key, &resolved)?;
-        }
+        store.update(&key, |existing: Option<AlertRecord>| {
+            Ok(match existing.as_ref().and_then(|existing| alerts::resolve_all(existing, now)) {
+                Some(resolved) => Change::Write(resolved, ()),
+                None => Change::Keep(()),
+            })
+        })?;
     }
     tracing::info!(certificates = indexed.len(), "expiry index rebuilt from the heads");
     Ok(shards)
@@ -287,30 +407,21 @@ impl Notifier {
         Some(Notifier { url, unreachable: false })
     }
 
-    /// Posts each active alert of `record` that was not notified yet, and marks those that the
-    /// endpoint accepted. Returns whether any was marked.
-    async fn notify(&mut self, record: &mut AlertRecord, now: DateTime<Utc>, counts: &mut ScanCounts) -> bool {
-        let mut marked = false;
-        let pending: Vec<alerts::AlertKind> =
-            record.alerts.values().filter(|alert| alert.resolved_at.is_none() && alert.notified_at.is_none()).map(|alert| alert.kind).collect();
-        for kind in pending {
-            if self.unreachable {
-                counts.notifications_failed += 1;
-                continue;
-            }
-            let body = alerts::notification(record, &record.alerts[&kind], now);
-            if self.post(&body).await {
-                if let Some(alert) = record.alerts.get_mut(&kind) {
-                    alert.notified_at = Some(now);
-                }
-                counts.notified += 1;
-                marked = true;
-            } else {
-                self.unreachable = true;
-                counts.notifications_failed += 1;
-            }
+    /// Posts the alert of `kind` in `record`, claimed by this scan, and counts the outcome.
+    /// Returns whether the endpoint accepted it.
+    async fn send(&mut self, record: &AlertRecord, kind: alerts::AlertKind, now: DateTime<Utc>, counts: &mut ScanCounts) -> bool {
+        if self.unreachable {
+            counts.notifications_failed += 1;
+            return false;
         }
-        marked
+        let body = alerts::notification(record, &record.alerts[&kind], now);
+        if self.post(&body).await {
+            counts.notified += 1;
+            return true;
+        }
+        self.unreachable = true;
+        counts.notifications_failed += 1;
+        false
     }
 
     /// Sends one notification, retrying with backoff; returns whether a 2xx came back.

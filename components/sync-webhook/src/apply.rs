@@ -11,7 +11,7 @@ use meshcert_core::kube::{self, ApplyOutcome, DesiredSecret, LiveSecret, Planned
 use meshcert_core::records::{self, CertificateHead, CertificateState, CertificateVersion, ClusterRecord, ClusterSyncState, StoreKey, SyncError, SyncRecord, SyncState};
 use meshcert_core::secret::SecretString;
 use meshcert_core::selector::LabelSelector;
-use meshcert_spin::{cipher, now, variable, Store};
+use meshcert_spin::{cipher, now, variable, Change, Store};
 
 use crate::client::{Client, Sent};
 
@@ -141,33 +141,38 @@ pub async fn run(request: SyncRequest) -> anyhow::Result<SyncReport> {
     Ok(report)
 }
 
+/// Loads every cluster, or the one `filter` names. One cluster is read by its key, since listing
+/// the keys reads every key of the store.
 pub(crate) fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Result<Vec<Cluster>> {
     let cipher = cipher()?;
+    let keys = match filter {
+        Some(id) => vec![records::cluster_key(id)],
+        None => store.keys("cluster/")?,
+    };
     let mut clusters = Vec::new();
-    for key in store.keys("cluster/")? {
+    for key in keys {
         let Some(record) = store.get::<ClusterRecord>(&key)? else {
             continue;
         };
-        if filter.is_some_and(|id| id != record.id) {
-            continue;
-        }
         let token = cipher.open(&record.token, &key).with_context(|| format!("failed to decrypt the token of cluster {:?}", record.id))?;
         clusters.push(Cluster { id: record.id, api_server: record.api_server, token, labels: record.labels, unreachable: Default::default() });
     }
     Ok(clusters)
 }
 
+/// Loads every certificate, or the one `filter` names (`namespace/name`), read by its key.
 fn load_certificates(store: &Store, filter: Option<&str>, adopt: Vec<String>) -> anyhow::Result<Vec<Arc<Certificate>>> {
     let cipher = cipher()?;
+    let keys = match filter {
+        Some(id) => id.split_once('/').map(|(namespace, name)| records::certificate_key(namespace, name)).into_iter().collect(),
+        None => store.keys("cert/")?,
+    };
     let mut certificates = Vec::new();
-    for key in store.keys("cert/")? {
+    for key in keys {
         let Some(StoreKey::CertificateHead { namespace, name }) = StoreKey::parse(&key) else {
             continue;
         };
         let id = format!("{namespace}/{name}");
-        if filter.is_some_and(|filter| filter != id) {
-            continue;
-        }
         let Some(head) = store.get::<CertificateHead>(&key)? else {
             continue;
         };
@@ -247,13 +252,23 @@ struct Mode {
     purge: bool,
 }
 
-/// Syncs every certificate to one cluster: one LIST per namespace, then each target.
+/// Syncs every certificate to one cluster: one LIST per namespace, then each target. A sync of one
+/// certificate reads its Secrets by name instead.
 async fn sync_cluster(client: &Client, cluster: &Cluster, certificates: &[Arc<Certificate>], mode: Mode) -> (Vec<Outcome>, usize) {
     let dry_run = mode.dry_run;
-    let namespaces: BTreeSet<&str> = certificates.iter().map(|certificate| certificate.namespace.as_str()).collect();
-    let lists = namespaces.into_iter().map(|namespace| async move { (namespace, list_secrets(client, cluster, namespace).await) });
-    let listings: HashMap<&str, (Listing, u32)> = futures::future::join_all(lists).await.into_iter().collect();
-    let list_requests: usize = listings.values().map(|(_, attempts)| *attempts as usize).sum();
+    let (listings, list_requests): (HashMap<&str, (Listing, u32)>, usize) = match certificates {
+        [certificate] => {
+            let (listing, attempts, requests) = read_secrets(client, cluster, certificate).await;
+            (HashMap::from([(certificate.namespace.as_str(), (listing, attempts))]), requests)
+        }
+        _ => {
+            let namespaces: BTreeSet<&str> = certificates.iter().map(|certificate| certificate.namespace.as_str()).collect();
+            let lists = namespaces.into_iter().map(|namespace| async move { (namespace, list_secrets(client, cluster, namespace).await) });
+            let listings: HashMap<&str, (Listing, u32)> = futures::future::join_all(lists).await.into_iter().collect();
+            let requests = listings.values().map(|(_, attempts)| *attempts as usize).sum();
+            (listings, requests)
+        }
+    };
 
     let targets = certificates.iter().filter_map(|certificate| {
         let (listing, list_attempts) = &listings[certificate.namespace.as_str()];
@@ -323,6 +338,45 @@ async fn list_secrets(client: &Client, cluster: &Cluster, namespace: &str) -> (L
     (listing, attempts)
 }
 
+/// Reads the Secrets of one certificate by name, its own and `{name}-cacert`, where a LIST would
+/// read every Secret of meshcert in the namespace: a rotation's sync then costs the same in a
+/// fleet of any size. As in the LIST by meshcert's label, a Secret that meshcert does not manage
+/// is left out. The reads go one after the other, and the first failure ends them. Returns the
+/// listing, the most attempts of one read, and the requests sent.
+async fn read_secrets(client: &Client, cluster: &Cluster, certificate: &Certificate) -> (Listing, u32, usize) {
+    let names: BTreeSet<&String> = certificate.wanted.iter().map(|secret| &secret.name).chain(&certificate.unwanted).collect();
+    let (mut live, mut most_attempts, mut requests) = (HashMap::new(), 0, 0);
+    for name in names {
+        let request = match kube::get_secret_request(&cluster.api_server, &cluster.token, &certificate.namespace, name) {
+            Ok(request) => request,
+            Err(error) => return (Err(error.into_sync_error()), most_attempts, requests),
+        };
+        let Sent { result, attempts } = client.send(&request).await;
+        most_attempts = most_attempts.max(attempts);
+        requests += attempts as usize;
+
+        let read = result.and_then(|response| match *response.status() {
+            200 => LiveSecret::parse(response.body()).map(Some).ok_or_else(|| unexpected(200)),
+            // No such Secret, or no such namespace, which a LIST reads as empty too.
+            404 => Ok(None),
+            status => Err(kube::status_error(status, response.body())),
+        });
+        match read {
+            Ok(Some(secret)) if secret.managed => {
+                live.insert(secret.name.clone(), secret);
+            }
+            Ok(_) => {}
+            Err(error) => return (Err(error), most_attempts, requests),
+        }
+    }
+    (Ok(live), most_attempts, requests)
+}
+
+/// How often a write that found its Secret changed since the read reads it and plans again. Two
+/// syncs at once change a Secret at most once each, so a third change means that someone else
+/// keeps writing it. The target then fails with the conflict, and the next sync retries.
+const STALE_READ_ATTEMPTS: u32 = 3;
+
 /// The requests of one target, counted as they are sent.
 struct Target<'a> {
     client: &'a Client,
@@ -363,11 +417,55 @@ impl Target<'_> {
         }
     }
 
-    /// Writes `desired` as `action` planned from `live`, and returns the new resourceVersion.
-    async fn write(&mut self, desired: &DesiredSecret, live: Option<&LiveSecret>, action: PlannedAction) -> Result<Option<String>, SyncError> {
+    /// Plans the write of `desired` over `live`, the Secret as it was read. A newer version there
+    /// stays only when the certificate's head moved past this sync's version: then a sync that
+    /// read the newer head wrote it. Otherwise it is a leftover of a deleted certificate of the
+    /// same name, and is written over.
+    fn plan(&self, live: Option<&LiveSecret>, desired: &DesiredSecret) -> PlannedAction {
+        match kube::plan_apply(live, desired) {
+            PlannedAction::Superseded if !self.head_moved_past(desired.version) => PlannedAction::Update,
+            action => action,
+        }
+    }
+
+    /// Reads whether the stored head of this certificate is past `version`. A failed read counts
+    /// as not, so the sync writes the version it has, as it did before heads moved under it.
+    fn head_moved_past(&self, version: u32) -> bool {
+        let key = records::certificate_key(&self.certificate.namespace, &self.certificate.name);
+        match Store::open().and_then(|store| store.get::<CertificateHead>(&key)) {
+            Ok(head) => head.is_some_and(|head| head.version > version),
+            Err(error) => {
+                tracing::warn!(certificate = %self.certificate.id, error = format!("{error:#}"), "head not read again; writing this sync's version");
+                false
+            }
+        }
+    }
+
+    /// Writes `desired` as `action` planned from `live`, and returns the action taken and the new
+    /// resourceVersion. When the Secret changed after it was read (409 on the resourceVersion
+    /// precondition, such as a write by a sync on another replica), it is read and planned again,
+    /// up to [`STALE_READ_ATTEMPTS`] times.
+    async fn write(&mut self, desired: &DesiredSecret, live: Option<&LiveSecret>, action: PlannedAction) -> Result<(PlannedAction, Option<String>), SyncError> {
+        let (mut live, mut action) = (live.cloned(), action);
+        for _ in 1..STALE_READ_ATTEMPTS {
+            match self.write_as_planned(desired, live.as_ref(), action).await {
+                Err(error) if error.kind == "conflict" && error.status == Some(409) => {
+                    live = self.read(&desired.name).await?;
+                    action = self.plan(live.as_ref(), desired);
+                    tracing::info!(certificate = %self.certificate.id, cluster = %self.cluster.id, secret = %desired.name, action = ?action, "Secret changed since it was read; planned again");
+                }
+                written => return written.map(|resource_version| (action, resource_version)),
+            }
+        }
+        self.write_as_planned(desired, live.as_ref(), action).await.map(|resource_version| (action, resource_version))
+    }
+
+    /// Sends the write of `desired` as `action` planned from `live`, and returns the new
+    /// resourceVersion.
+    async fn write_as_planned(&mut self, desired: &DesiredSecret, live: Option<&LiveSecret>, action: PlannedAction) -> Result<Option<String>, SyncError> {
         let (api_server, token) = (&self.cluster.api_server, &self.cluster.token);
         match (action, live) {
-            (PlannedAction::Unchanged, _) => Ok(live.and_then(|live| live.resource_version.clone())),
+            (PlannedAction::Unchanged | PlannedAction::Superseded, _) => Ok(live.and_then(|live| live.resource_version.clone())),
             (PlannedAction::Conflict, _) => Err(self.unmanaged(desired)),
             (PlannedAction::Recreate, Some(live)) => {
                 // `type` cannot change in place: delete the old Secret, if it is still the one
@@ -378,7 +476,7 @@ impl Target<'_> {
             (PlannedAction::Update | PlannedAction::Drifted, Some(live)) => {
                 let stale = live.stale_keys(desired);
                 let request = if stale.is_empty() {
-                    kube::apply_secret_request(api_server, token, desired)
+                    kube::apply_secret_request(api_server, token, desired, live.resource_version.as_deref())
                 } else {
                     let resource_version = live.resource_version.as_deref().unwrap_or_default();
                     kube::replace_data_request(api_server, token, desired, &stale, resource_version)
@@ -403,10 +501,10 @@ impl Target<'_> {
             // Deleted again in between: the next sync creates it.
             return Err(kube::status_error(404, b""));
         };
-        match kube::plan_apply(Some(&live), desired) {
+        match self.plan(Some(&live), desired) {
             PlannedAction::Conflict if self.certificate.adopts_in(&self.cluster.id) => self.adopt(desired, &live).await,
             PlannedAction::Conflict => Err(self.unmanaged(desired)),
-            PlannedAction::Unchanged => Ok(live.resource_version),
+            PlannedAction::Unchanged | PlannedAction::Superseded => Ok(live.resource_version),
             PlannedAction::Recreate => {
                 self.delete(&desired.name, &live).await?;
                 let request = kube::create_secret_request(&self.cluster.api_server, &self.cluster.token, desired);
@@ -500,12 +598,12 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
     };
     for desired in wanted {
         let current = live.get(&desired.name);
-        let mut action = kube::plan_apply(current, desired);
+        let mut action = target.plan(current, desired);
         if dry_run && action == PlannedAction::Create {
             // The LIST shows only meshcert's Secrets. A plan must also show a Secret of that name
             // that belongs to someone else, because the create would find it.
             if let Some(found) = target.read(&desired.name).await.map_err(|error| (None, error))? {
-                action = match kube::plan_apply(Some(&found), desired) {
+                action = match target.plan(Some(&found), desired) {
                     PlannedAction::Conflict if certificate.adopts_in(&target.cluster.id) => PlannedAction::Adopt,
                     action => action,
                 };
@@ -518,11 +616,12 @@ async fn take_actions(target: &mut Target<'_>, kind: TargetKind, live: &HashMap<
         if dry_run {
             continue;
         }
-        let written = target.write(desired, current, action).await.map_err(|error| {
+        let (taken, written) = target.write(desired, current, action).await.map_err(|error| {
             // A create that found a foreign Secret ends as a conflict, whatever was planned.
             let action = if error.kind == UNMANAGED_SECRET { PlannedAction::Conflict } else { combine(&actions) };
             (Some(action), error)
         })?;
+        *actions.last_mut().expect("pushed above") = taken;
         if std::mem::take(&mut target.adopted) {
             *actions.last_mut().expect("pushed above") = PlannedAction::Adopt;
         }
@@ -549,6 +648,9 @@ fn combine(actions: &[PlannedAction]) -> PlannedAction {
     let writes = [PlannedAction::Adopt, PlannedAction::Recreate, PlannedAction::Create, PlannedAction::Update, PlannedAction::Drifted];
     if let Some(action) = writes.into_iter().find(|action| actions.contains(action)) {
         return action;
+    }
+    if actions.contains(&PlannedAction::Superseded) {
+        return PlannedAction::Superseded;
     }
     let applies = actions.iter().any(|action| matches!(action, PlannedAction::Unchanged));
     match (applies, actions.contains(&PlannedAction::Delete)) {
@@ -597,7 +699,7 @@ fn count(report: &mut SyncReport, outcome: &Outcome, state: SyncState) {
     report.requests += outcome.requests;
     match (state, outcome.action) {
         (SyncState::Failed | SyncState::Conflict | SyncState::Deleting, _) => report.failed += 1,
-        (_, Some(PlannedAction::Unchanged)) => report.unchanged += 1,
+        (_, Some(PlannedAction::Unchanged | PlannedAction::Superseded)) => report.unchanged += 1,
         (_, Some(PlannedAction::Drifted)) => {
             report.drifted += 1;
             report.applied += 1;
@@ -618,20 +720,34 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
     }
 
     for (id, (certificate, outcomes)) in by_certificate {
+        // Only the entries of the clusters this run reached change, over the record as it is at
+        // the write, so two syncs at once (two replicas) keep each other's clusters.
         let key = records::sync_key(&certificate.namespace, &certificate.name);
-        let mut record: SyncRecord = store.get(&key)?.unwrap_or_default();
-        let before = record.clusters.clone();
-        // A cluster this run reached that the selector no longer matches, or that was purged,
-        // contains nothing of this certificate unless a removal below failed.
-        for cluster in clusters.iter().filter(|cluster| !certificate.deleting && (purge || !certificate.selector.matches(&cluster.labels))) {
-            record.clusters.remove(&cluster.id);
-        }
+        let states = store.update(&key, |record: Option<SyncRecord>| {
+            let mut record = record.unwrap_or_default();
+            let before = record.clusters.clone();
+            // A cluster this run reached that the selector no longer matches, or that was purged,
+            // contains nothing of this certificate unless a removal below failed.
+            for cluster in clusters.iter().filter(|cluster| !certificate.deleting && (purge || !certificate.selector.matches(&cluster.labels))) {
+                record.clusters.remove(&cluster.id);
+            }
 
-        for outcome in outcomes {
-            record.clusters.remove(&outcome.cluster);
-            let previous = before.get(&outcome.cluster);
-            let state = next_state(&outcome, previous, now);
+            let mut states = Vec::with_capacity(outcomes.len());
+            for outcome in &outcomes {
+                record.clusters.remove(&outcome.cluster);
+                let state = next_state(outcome, before.get(&outcome.cluster), now);
+                if let Some(state) = &state {
+                    record.clusters.insert(outcome.cluster.clone(), state.clone());
+                }
+                states.push(state);
+            }
+            Ok(Change::Write(record, states))
+        })?;
+
+        for (outcome, state) in outcomes.into_iter().zip(states) {
             let reported = match (&state, &outcome.result) {
+                // The cluster holds a newer version than this sync wanted.
+                _ if outcome.action == Some(PlannedAction::Superseded) => SyncState::Synced,
                 (Some(state), _) => state.state,
                 (None, Ok(_)) => SyncState::Deleted,
                 (None, Err(_)) => SyncState::Failed,
@@ -646,11 +762,7 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
                 action: outcome.action,
                 error: outcome.result.as_ref().err().cloned(),
             });
-            if let Some(state) = state {
-                record.clusters.insert(outcome.cluster, state);
-            }
         }
-        store.set(&key, &record)?;
     }
 
     report.targets.sort_by(|a, b| (&a.certificate, &a.cluster).cmp(&(&b.certificate, &b.cluster)));
@@ -662,6 +774,9 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
 /// record, because it no longer stores anything of the certificate.
 fn next_state(outcome: &Outcome, previous: Option<&ClusterSyncState>, now: chrono::DateTime<chrono::Utc>) -> Option<ClusterSyncState> {
     match (&outcome.result, outcome.kind) {
+        // The sync that wrote the newer version records it, so its entry stays; until it does, the
+        // entry says what the cluster last confirmed.
+        (Ok(_), TargetKind::Apply) if outcome.action == Some(PlannedAction::Superseded) => previous.cloned(),
         (Ok(resource_version), TargetKind::Apply) => Some(ClusterSyncState {
             state: SyncState::Synced,
             version: Some(outcome.certificate.version),

@@ -18,7 +18,7 @@ use meshcert_core::import::ReadSecretRequest;
 use meshcert_core::names;
 use meshcert_core::records;
 use meshcert_core::signing;
-use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable, Store};
+use meshcert_spin::{error_response, init_logs, json_response, now, secret_variable, Change, Store};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
@@ -283,17 +283,19 @@ fn verify(request: &Request) -> Result<(), Response> {
 }
 
 /// Records a verified signature; `false` when it was already seen in the timestamp window.
-// TODO: Two calls at the same moment can each read the record and write it back, so the later
-// write drops the other's signature and a replay of it would pass. Remove when the record is
-// written with wasi:keyvalue/atomics compare-and-swap.
+///
+/// Every hook call writes the record, so it is written with compare-and-swap: of two calls at once
+/// with one signature (a replay sent to two replicas), exactly one is accepted.
 fn record_signature(signature: &str, timestamp: i64) -> anyhow::Result<bool> {
     let store = Store::open()?;
-    let mut seen: signing::SeenSignatures = store.get(signing::SEEN_SIGNATURES_KEY)?.unwrap_or_default();
-    if !seen.record(signature, timestamp, now().timestamp()) {
-        return Ok(false);
-    }
-    store.set(signing::SEEN_SIGNATURES_KEY, &seen)?;
-    Ok(true)
+    let now = now().timestamp();
+    store.update(&signing::seen_signatures_key(signature), |seen: Option<signing::SeenSignatures>| {
+        let mut seen = seen.unwrap_or_default();
+        Ok(match seen.record(signature, timestamp, now) {
+            true => Change::Write(seen, true),
+            false => Change::Keep(false),
+        })
+    })
 }
 
 /// Describes a JSON error without quoting the body, which may hold a secret pasted by mistake.

@@ -57,7 +57,16 @@ pub struct Alert {
     /// When `alert_webhook_url` accepted it; `None` until then, and again after its members change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<DateTime<Utc>>,
+    /// When a scan claimed its notification ([`claim_notifications`]); `None` when no scan is
+    /// sending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifying_since: Option<DateTime<Utc>>,
 }
+
+/// How long a claim on a notification holds. A scan sends a notification right after it claims it,
+/// within three attempts of a few seconds, so a claim older than this belongs to a scan that
+/// stopped, and the next scan claims the notification again.
+pub const NOTIFY_CLAIM_SECONDS: i64 = 120;
 
 /// The alerts of one certificate, at most one per kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,14 +153,16 @@ pub fn reconcile(
         match record.alerts.get_mut(&kind) {
             Some(alert) if alert.resolved_at.is_none() => {
                 if alert.members != members {
-                    // A changed alert is notified again.
+                    // A changed alert is notified again, and a notification being sent of the
+                    // old members no longer counts for it.
                     alert.notified_at = None;
+                    alert.notifying_since = None;
                 }
                 alert.member = member;
                 alert.members = members;
             }
             _ => {
-                record.alerts.insert(kind, Alert { kind, member, members, first_seen: now, resolved_at: None, notified_at: None });
+                record.alerts.insert(kind, Alert { kind, member, members, first_seen: now, resolved_at: None, notified_at: None, notifying_since: None });
             }
         }
     }
@@ -185,6 +196,39 @@ pub fn notification(record: &AlertRecord, alert: &Alert, now: DateTime<Utc>) -> 
         "members": alert.members,
         "first_seen": alert.first_seen,
     })
+}
+
+/// Claims the notifications of `record` that are due at `now`: active alerts not notified yet and
+/// not claimed by a scan within [`NOTIFY_CLAIM_SECONDS`]. Returns the claimed kinds, each marked
+/// with `notifying_since = now`.
+///
+/// Scans on several replicas send each notification once when each writes its claims with
+/// compare-and-swap before sending: of two scans at once, the second finds the claim.
+pub fn claim_notifications(record: &mut AlertRecord, now: DateTime<Utc>) -> Vec<AlertKind> {
+    let mut claimed = Vec::new();
+    for alert in record.alerts.values_mut() {
+        let claim_held = alert.notifying_since.is_some_and(|since| (now - since).num_seconds() < NOTIFY_CLAIM_SECONDS);
+        if alert.resolved_at.is_none() && alert.notified_at.is_none() && !claim_held {
+            alert.notifying_since = Some(now);
+            claimed.push(alert.kind);
+        }
+    }
+    claimed
+}
+
+/// Ends the claim on the notification of `kind` taken at `claimed_at`: marks the alert notified
+/// when the endpoint accepted it, and releases the claim otherwise, so the next scan retries.
+/// Returns whether `record` changed. A claim that is no longer there (the alert changed or ended
+/// while it was sent) leaves the record as it is.
+pub fn finish_notification(record: &mut AlertRecord, kind: AlertKind, claimed_at: DateTime<Utc>, delivered: bool) -> bool {
+    let Some(alert) = record.alerts.get_mut(&kind).filter(|alert| alert.notifying_since == Some(claimed_at)) else {
+        return false;
+    };
+    alert.notifying_since = None;
+    if delivered {
+        alert.notified_at = Some(claimed_at);
+    }
+    true
 }
 
 /// Resolves every active alert of a deleted certificate; `None` when there was nothing active.
@@ -245,6 +289,48 @@ mod tests {
         assert_eq!(kind, AlertKind::Expired);
         assert_eq!(members.len(), 1);
         assert!(evaluate(&summary(31, None, now()), now(), 30).is_none());
+    }
+
+    #[test]
+    fn claimed_notification_is_not_claimed_again() {
+        let evaluation = evaluate(&summary(1, None, now()), now(), 30);
+        let mut record = reconcile(None, "ns", "web", evaluation, now()).unwrap();
+
+        assert_eq!(claim_notifications(&mut record, now()), vec![AlertKind::Expiring]);
+        let mut other_scan = record.clone();
+        assert!(claim_notifications(&mut other_scan, now() + Duration::seconds(5)).is_empty());
+
+        assert!(finish_notification(&mut record, AlertKind::Expiring, now(), true));
+        assert_eq!(record.alerts[&AlertKind::Expiring].notified_at, Some(now()));
+        assert!(claim_notifications(&mut record, now() + Duration::hours(6)).is_empty());
+    }
+
+    #[test]
+    fn failed_or_abandoned_claim_is_retried() {
+        let evaluation = evaluate(&summary(1, None, now()), now(), 30);
+        let mut record = reconcile(None, "ns", "web", evaluation, now()).unwrap();
+        claim_notifications(&mut record, now());
+
+        let mut abandoned = record.clone();
+        let later = now() + Duration::seconds(NOTIFY_CLAIM_SECONDS);
+        assert_eq!(claim_notifications(&mut abandoned, later), vec![AlertKind::Expiring]);
+
+        assert!(finish_notification(&mut record, AlertKind::Expiring, now(), false));
+        assert_eq!(record.alerts[&AlertKind::Expiring].notified_at, None);
+        assert_eq!(claim_notifications(&mut record, now() + Duration::seconds(1)), vec![AlertKind::Expiring]);
+    }
+
+    #[test]
+    fn claim_of_changed_alert_does_not_mark_it() {
+        let mut record = reconcile(None, "ns", "web", evaluate(&summary(20, None, now()), now(), 30), now()).unwrap();
+        claim_notifications(&mut record, now());
+
+        // An intermediate that expires sooner joins the alert while the notification is sent.
+        let mut changed = reconcile(Some(&record), "ns", "web", evaluate(&summary(20, Some(10), now()), now(), 30), now()).unwrap();
+
+        assert!(!finish_notification(&mut changed, AlertKind::Expiring, now(), true));
+        assert_eq!(changed.alerts[&AlertKind::Expiring].notified_at, None);
+        assert_eq!(claim_notifications(&mut changed, now()), vec![AlertKind::Expiring]);
     }
 
     #[test]

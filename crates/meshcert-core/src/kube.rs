@@ -264,11 +264,25 @@ impl RequestError {
 /// `Content-Type: application/apply-patch+yaml` (JSON is valid YAML). It creates the Secret or
 /// overwrites it, so it is sent only for a Secret that meshcert manages.
 ///
+/// With `resource_version`, that of the Secret the sync read, the apply carries it in
+/// `metadata.resourceVersion`, which the API server takes as a precondition: 409 Conflict
+/// ([`status_error`] kind `conflict`) when the Secret changed after the read. So a sync that read an older head
+/// cannot write over the newer version that another sync wrote meanwhile.
+///
 /// # Errors
 ///
 /// [`RequestError`] for a bad `api_server` or a Secret over 1 MiB.
-pub fn apply_secret_request(api_server: &str, token: &SecretString, secret: &DesiredSecret) -> Result<http::Request<Vec<u8>>, RequestError> {
-    let body = secret.body(&secret.manifest())?;
+pub fn apply_secret_request(
+    api_server: &str,
+    token: &SecretString,
+    secret: &DesiredSecret,
+    resource_version: Option<&str>,
+) -> Result<http::Request<Vec<u8>>, RequestError> {
+    let mut manifest = secret.manifest();
+    if let Some(resource_version) = resource_version {
+        manifest["metadata"]["resourceVersion"] = resource_version.into();
+    }
+    let body = secret.body(&manifest)?;
     let url = secret_url(api_server, &secret.namespace, Some(&secret.name), &format!("?fieldManager={FIELD_MANAGER}&force=true"))?;
     request(http::Method::PATCH, url, token, Some("application/apply-patch+yaml"), body)
 }
@@ -499,6 +513,10 @@ pub enum PlannedAction {
     Drifted,
     /// meshcert's Secret has another `type`, which cannot change in place: it is deleted and created.
     Recreate,
+    /// meshcert's Secret contains a newer version of the certificate than this sync's, which a
+    /// sync that read a newer head wrote: left as it is. The caller checks that the head moved on (see
+    /// [`plan_apply`]).
+    Superseded,
     /// A Secret of that name that meshcert does not manage: left alone.
     Conflict,
     /// A Secret of that name that meshcert did not manage, taken over because an import asked
@@ -528,6 +546,12 @@ pub fn plan_apply(live: Option<&LiveSecret>, desired: &DesiredSecret) -> Planned
     }
     if live.secret_type.as_deref() != Some(desired.secret_type.as_str()) {
         return PlannedAction::Recreate;
+    }
+    // A newer version of the certificate, which a concurrent sync wrote. A leftover of a deleted
+    // certificate of the same name can carry a higher number too, so the caller writes over it
+    // unless the head moved past `desired.version`.
+    if live.version.is_some_and(|version| version > desired.version) {
+        return PlannedAction::Superseded;
     }
     let claims_this_version = live.version == Some(desired.version) && live.fingerprint.as_deref() == Some(desired.fingerprint.as_str());
     match (claims_this_version, live.managed_digests(desired) == desired.data_digests()) {
@@ -673,7 +697,7 @@ mod tests {
     fn apply_request_is_server_side_apply() {
         let key = SecretString::new("KEY");
 
-        let request = apply_secret_request("https://east.example:6443/", &SecretString::new("t0ken"), &secret(&key).tls_secret()).unwrap();
+        let request = apply_secret_request("https://east.example:6443/", &SecretString::new("t0ken"), &secret(&key).tls_secret(), None).unwrap();
 
         assert_eq!(request.method(), http::Method::PATCH);
         assert_eq!(
@@ -682,6 +706,12 @@ mod tests {
         );
         assert_eq!(request.headers()[http::header::CONTENT_TYPE], "application/apply-patch+yaml");
         assert_eq!(request.headers()[http::header::AUTHORIZATION], "Bearer t0ken");
+        let body: Value = serde_json::from_slice(request.body()).unwrap();
+        assert!(body["metadata"].get("resourceVersion").is_none(), "{body}");
+
+        let conditional = apply_secret_request("https://east.example:6443/", &SecretString::new("t0ken"), &secret(&key).tls_secret(), Some("41")).unwrap();
+        let body: Value = serde_json::from_slice(conditional.body()).unwrap();
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
     }
 
     #[test]
@@ -731,8 +761,8 @@ mod tests {
     fn apply_request_rejects_bad_server() {
         let key = SecretString::new("KEY");
 
-        assert!(apply_secret_request("ftp://x", &SecretString::new("t"), &secret(&key).tls_secret()).is_err());
-        assert!(apply_secret_request("not a url", &SecretString::new("t"), &secret(&key).tls_secret()).is_err());
+        assert!(apply_secret_request("ftp://x", &SecretString::new("t"), &secret(&key).tls_secret(), None).is_err());
+        assert!(apply_secret_request("not a url", &SecretString::new("t"), &secret(&key).tls_secret(), None).is_err());
     }
 
     #[test]
@@ -786,6 +816,8 @@ mod tests {
         assert_eq!(plan_apply(None, &desired), PlannedAction::Create);
         assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Unchanged);
         assert_eq!(plan_apply(Some(&live(&manifest)), &newer), PlannedAction::Update);
+        let newer_manifest = newer.manifest();
+        assert_eq!(plan_apply(Some(&live(&newer_manifest)), &desired), PlannedAction::Superseded);
 
         manifest["data"]["tls.crt"] = BASE64.encode("EDITED").into();
         assert_eq!(plan_apply(Some(&live(&manifest)), &desired), PlannedAction::Drifted);

@@ -79,8 +79,21 @@ fn new_mac(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
 
-/// Key of the record of recently seen signatures.
-pub const SEEN_SIGNATURES_KEY: &str = "hooks/seen-signatures";
+/// Prefix of the records of recently seen signatures.
+pub const SEEN_SIGNATURES_PREFIX: &str = "hooks/seen-signatures/";
+
+/// Returns the key of the record that keeps `signature` once seen: one of 16 records, by the first
+/// hex digit of the signature. Every hook call writes one, with compare-and-swap, so 16 records
+/// spread the writes of calls at the same moment that would otherwise retry against each other.
+pub fn seen_signatures_key(signature: &str) -> String {
+    let shard = canonical(signature).chars().next().filter(char::is_ascii_hexdigit).unwrap_or('0');
+    format!("{SEEN_SIGNATURES_PREFIX}{shard}")
+}
+
+/// The spelling of a signature as [`SeenSignatures`] keeps it: lowercase hex without the prefix.
+fn canonical(signature: &str) -> String {
+    signature.trim().trim_start_matches("sha256=").to_ascii_lowercase()
+}
 
 /// Signatures accepted while their timestamp is still accepted, so that a captured request
 /// cannot be sent again.
@@ -98,7 +111,7 @@ impl SeenSignatures {
     /// before. Hex case and the prefix do not matter, since [`verify`] accepts each spelling.
     pub fn record(&mut self, signature: &str, timestamp: i64, now: i64) -> bool {
         self.until.retain(|_, until| *until >= now);
-        let canonical = signature.trim().trim_start_matches("sha256=").to_ascii_lowercase();
+        let canonical = canonical(signature);
         if self.until.contains_key(&canonical) {
             return false;
         }
@@ -110,6 +123,14 @@ impl SeenSignatures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_signature_key_ignores_spelling() {
+        assert_eq!(seen_signatures_key("sha256=Ab12"), "hooks/seen-signatures/a");
+        assert_eq!(seen_signatures_key("ab12"), seen_signatures_key("sha256=AB12"));
+        assert_eq!(seen_signatures_key("f0"), "hooks/seen-signatures/f");
+        assert_eq!(seen_signatures_key(""), "hooks/seen-signatures/0");
+    }
 
     #[test]
     fn seen_signature_is_rejected_within_the_window() {

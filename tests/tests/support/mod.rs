@@ -318,6 +318,12 @@ impl Runner {
     /// Starts `meshcert-host up` for `manifest` on a free loopback port, with its state and log in
     /// `dir` and the test variables, plus `runtime_config` when given, and waits until it listens.
     pub async fn start(dir: &Path, manifest: &Path, runtime_config: Option<&Path>) -> Runner {
+        Self::start_with_env(dir, manifest, runtime_config, &[]).await
+    }
+
+    /// Like [`Runner::start`], with extra environment variables such as `SPIN_VARIABLE_<NAME>`,
+    /// which are set after the test variables and so replace them.
+    pub async fn start_with_env(dir: &Path, manifest: &Path, runtime_config: Option<&Path>, extra_env: &[(&str, &str)]) -> Runner {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log_path = dir.join("runner.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -333,6 +339,9 @@ impl Runner {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
         if let Some(runtime_config) = runtime_config {
             command.arg("--runtime-config-file").arg(runtime_config);
         }
