@@ -91,9 +91,15 @@ async fn check_failed_write(certificates: &Certificates, case: &Case, n: u64, re
     let failed = &injected[0];
     let when = format!("after write {n} ({:?} {:?} by {}) failed", failed.operation, failed.key, failed.component);
     // Without clusters, the api writes the certificate and sync-webhook only its replay guard.
-    let expected_component = if failed.key.starts_with("hooks/") { "sync-webhook" } else { "api" };
-    assert_eq!(failed.component, expected_component, "{when}: unexpected writer during a create without clusters");
-    if ["audit/", "alert/", "hooks/", "index/"].iter().any(|prefix| failed.key.starts_with(prefix)) {
+    // The list of cluster ids is stored by its first reader, which is the sync unless its write
+    // failed, and then the api's read of the details.
+    let expected_components: &[&str] = match failed.key.as_str() {
+        "clusters/ids" => &["sync-webhook", "api"],
+        key if key.starts_with("hooks/") => &["sync-webhook"],
+        _ => &["api"],
+    };
+    assert!(expected_components.contains(&failed.component.as_str()), "{when}: unexpected writer during a create without clusters");
+    if ["audit/", "alert/", "hooks/", "index/", "clusters/"].iter().any(|prefix| failed.key.starts_with(prefix)) {
         // These come after the version and its head are stored. The scan redoes the alert and
         // the expiry index (it rebuilds the index), the next sync redoes the sync call, and the
         // audit entry is written once the response is decided.

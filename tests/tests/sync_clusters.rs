@@ -397,3 +397,39 @@ async fn stale_sync_leaves_newer_version() {
     assert_eq!(details["sync"]["east"]["state"], "synced", "{details}");
     assert_eq!(details["sync"]["east"]["version"], 3, "{details}");
 }
+
+/// Clusters are read through the list of their ids. A store without the list, as after an
+/// upgrade, gets it built from the keys; a cluster record the list lacks, as one registered by an
+/// older replica, is listed after the next expiry scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_list_is_rebuilt_from_records() {
+    let east = fake_cluster("east").await;
+    let west = fake_cluster("west").await;
+    let test = TestApp::start().await;
+    test.register(&east).await;
+    test.register(&west).await;
+    let database = test.state.path().join(meshcert_host::DEFAULT_KEY_VALUE_FILE);
+    let connection = rusqlite::Connection::open(database).unwrap();
+    let listed = |test: &TestApp| test.stored_values().into_iter().find(|(key, _)| key == "clusters/ids").map(|(_, value)| serde_json::from_str::<Value>(&value).unwrap()["ids"].clone());
+    assert_eq!(listed(&test), Some(json!(["east", "west"])));
+
+    connection.execute("DELETE FROM spin_key_value WHERE key = 'clusters/ids'", []).unwrap();
+    let (status, clusters) = test.call("GET", "/api/v1/clusters", None).await;
+    assert_eq!(status, 200, "{clusters}");
+    let ids: Vec<&str> = clusters["clusters"].as_array().unwrap().iter().map(|cluster| cluster["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["east", "west"], "{clusters}");
+    assert_eq!(listed(&test), Some(json!(["east", "west"])));
+
+    // A record written without its id, such as by a replica of an older version.
+    let east_record: String = connection.query_row("SELECT CAST(value AS TEXT) FROM spin_key_value WHERE key = 'cluster/east'", [], |row| row.get(0)).unwrap();
+    let mut north: Value = serde_json::from_str(&east_record).unwrap();
+    north["id"] = json!("north");
+    connection.execute("INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'cluster/north', ?1)", [serde_json::to_vec(&north).unwrap()]).unwrap();
+    assert_eq!(listed(&test), Some(json!(["east", "west"])));
+    test.app.run_cron("expiry-cron").await.expect("cron handler");
+    assert_eq!(listed(&test), Some(json!(["east", "north", "west"])));
+
+    let (status, body) = test.call("DELETE", "/api/v1/clusters/north", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&test), Some(json!(["east", "west"])));
+}

@@ -845,11 +845,7 @@ fn load_details(namespace: &str, name: &str, now: DateTime<Utc>) -> anyhow::Resu
 }
 
 fn load_clusters(store: &Store) -> anyhow::Result<Vec<ClusterRecord>> {
-    let mut clusters = Vec::new();
-    for key in store.keys("cluster/")? {
-        clusters.extend(store.get::<ClusterRecord>(&key)?);
-    }
-    Ok(clusters)
+    meshcert_spin::clusters::load(store)
 }
 
 /// The state of `head` in each registered cluster it goes to, `pending` where no sync has

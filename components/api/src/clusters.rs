@@ -56,7 +56,18 @@ pub async fn create(request: &Request) -> Response {
             created_at: now(),
         };
         // Created only where the id is free, so of two registrations at once one gets 409.
-        Ok(store.insert_new(&key, &record)?.then_some(record))
+        if !store.insert_new(&key, &record)? {
+            return Ok(None);
+        }
+        // Readers find clusters through the list of ids, so a cluster missing from it would not
+        // be listed: the registration is undone instead.
+        if let Err(error) = meshcert_spin::clusters::add(&store, &record.id) {
+            if let Err(undo) = store.delete(&key) {
+                tracing::error!(cluster = %record.id, error = format!("{undo:#}"), "registration not undone; the next expiry scan lists the cluster");
+            }
+            return Err(error.context(format!("cluster {:?} was not registered; retry the request", record.id)));
+        }
+        Ok(Some(record))
     })();
     let record = match stored {
         Ok(Some(record)) => record,
@@ -308,11 +319,7 @@ async fn respond_with_sync(status: u16, record: &ClusterRecord) -> Response {
 }
 
 fn load_all(store: &Store) -> anyhow::Result<Vec<ClusterRecord>> {
-    let mut clusters = Vec::new();
-    for key in store.keys("cluster/")? {
-        clusters.extend(store.get::<ClusterRecord>(&key)?);
-    }
-    Ok(clusters)
+    meshcert_spin::clusters::load(store)
 }
 
 /// Counts the certificates meant for `cluster` by their state there.
@@ -339,6 +346,7 @@ fn secret_counts(store: &Store, cluster: &ClusterRecord) -> anyhow::Result<BTree
 /// Removes the cluster record, then its entries in the certificates' sync records.
 fn forget(store: &Store, id: &str) -> anyhow::Result<()> {
     store.delete(&records::cluster_key(id))?;
+    meshcert_spin::clusters::remove(store, id)?;
     for key in store.keys("sync/")? {
         store.update(&key, |record: Option<SyncRecord>| {
             let Some(mut record) = record else {

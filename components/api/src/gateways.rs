@@ -112,10 +112,8 @@ fn check_cluster(head: &CertificateHead, id: &str) -> Result<Vec<String>, Respon
     let selector = LabelSelector::parse(head.clusters.as_deref().unwrap_or_default()).unwrap_or_default();
     if id == "*" {
         let mut selected = 0;
-        for key in store.keys("cluster/").map_err(internal_error)? {
-            if let Some(cluster) = store.get::<ClusterRecord>(&key).map_err(internal_error)? {
-                selected += usize::from(selector.matches(&cluster.labels));
-            }
+        for cluster in meshcert_spin::clusters::load(&store).map_err(internal_error)? {
+            selected += usize::from(selector.matches(&cluster.labels));
         }
         if selected == 0 {
             return Err(error_response(422, "no_cluster", "cluster * selects the clusters the certificate goes to, and there is none: register a cluster, or change the certificate's clusters selector", Some("cluster")));

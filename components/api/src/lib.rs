@@ -183,7 +183,7 @@ fn sealed_records_problem(cipher: &meshcert_core::crypto::Cipher) -> Option<Stri
     use meshcert_core::records::{CertificateVersion, ClusterRecord, StoreKey};
 
     let store = meshcert_spin::Store::open().ok()?;
-    let cluster_key = store.keys("cluster/").ok()?.into_iter().next();
+    let cluster_key = meshcert_spin::clusters::ids(&store).ok()?.into_iter().next().map(|id| meshcert_core::records::cluster_key(&id));
     let sealed = match cluster_key {
         Some(key) => store.get::<ClusterRecord>(&key).ok()?.map(|record| (key, record.token)),
         None => {

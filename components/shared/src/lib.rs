@@ -3,6 +3,7 @@
 //!
 //! Everything here is a thin layer over spin-sdk; decisions live in `meshcert-core`.
 
+pub mod clusters;
 pub mod index;
 pub mod scan;
 

@@ -78,6 +78,13 @@ pub async fn run(now: DateTime<Utc>) -> anyhow::Result<ScanCounts> {
         Err(error) => tracing::error!(error = format!("{error:#}"), "audit compaction failed; the next run retries"),
     }
 
+    // Repairs the list of cluster ids where a failure or an older replica left it behind.
+    match Store::open().and_then(|store| crate::clusters::refresh(&store)) {
+        Ok(true) => tracing::warn!("list of cluster ids repaired from the cluster records"),
+        Ok(false) => {}
+        Err(error) => tracing::error!(error = format!("{error:#}"), "list of cluster ids not checked; the next run retries"),
+    }
+
     let counts = scan(now).await?;
     tracing::info!(
         certificates = counts.certificates,

@@ -147,7 +147,7 @@ pub(crate) fn load_clusters(store: &Store, filter: Option<&str>) -> anyhow::Resu
     let cipher = cipher()?;
     let keys = match filter {
         Some(id) => vec![records::cluster_key(id)],
-        None => store.keys("cluster/")?,
+        None => meshcert_spin::clusters::ids(store)?.iter().map(|id| records::cluster_key(id)).collect(),
     };
     let mut clusters = Vec::new();
     for key in keys {

@@ -41,6 +41,9 @@ pub fn cluster_key(id: &str) -> String {
     format!("cluster/{id}")
 }
 
+/// Key of the list of registered cluster ids ([`ClusterIds`]).
+pub const CLUSTER_IDS_KEY: &str = "clusters/ids";
+
 /// Key of a certificate's sync state.
 pub fn sync_key(namespace: &str, name: &str) -> String {
     format!("sync/{namespace}/{name}")
@@ -274,6 +277,15 @@ pub struct CertificateVersion {
     pub author: String,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+}
+
+/// The ids of the registered clusters, so that reading every cluster takes one read per cluster
+/// instead of a listing of every key in the store. An id whose record is missing counts for
+/// nothing: a registration writes its record first, and a removal deletes it first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIds {
+    /// Cluster ids.
+    pub ids: std::collections::BTreeSet<String>,
 }
 
 /// A registered cluster.
