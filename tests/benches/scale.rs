@@ -18,8 +18,8 @@
 //! 3. API throughput: the same load on one replica, then spread over both, one after the other.
 //!    The load is `GET /api/v1/certificates/{ns}/{name}` of random stored certificates, then one
 //!    create per client, which includes the sync of the new certificate to the fake cluster.
-//!    That sync LISTs every Secret meshcert manages in the namespace, so it reads the whole fleet
-//!    from the cluster. The output is requests/s, p50 and p99 per replica count, and the ratio.
+//!    That sync reads the new certificate's two Secrets by name. The output is requests/s, p50
+//!    and p99 per replica count, and the ratio.
 //!
 //! ```text
 //! cargo build --release --target wasm32-wasip2 -p api -p sync-webhook -p expiry-cron
@@ -33,14 +33,7 @@
 //! after printing when any response is not 2xx, a request fails, a sync or scan reports other
 //! counts than expected, or the fake cluster lacks a Secret.
 //!
-//! Storing the fleet takes most of a run, and its time grows with the square of the fleet:
-//! every create lists every key of the database (`KEYS *`) at least three times. With 10,000
-//! certificates a run took about 6 to 7 minutes on 2 CPUs.
-//!
-//! NOTE: the default run can fail. With 10,000 certificates on 2 CPUs shared with other builds
-//! (load average 3 to 5), some creates' syncs timed out on their LIST of the fleet's Secrets
-//! (4 s per attempt). That was 7 of 16 creates with 16 clients and 14 of 64 with 32. With 5,000
-//! certificates and 32 clients the run passed.
+//! With 10,000 certificates a run took 34 s on 2 CPUs, storing the fleet 17 s of it.
 //!
 //! The replicas, the fake cluster and the clients share this process and its tokio worker
 //! threads, and Redis runs beside them, so all of them share the machine's CPUs. A second
