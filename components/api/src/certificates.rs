@@ -628,7 +628,12 @@ fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> an
     })?;
 
     let entry = IndexEntry { members: alerts::members(&head.summary), deleting: false, alert: AlertSnapshot::of(record.as_ref()) };
-    meshcert_spin::index::update(store, &head.namespace, &head.name, |current| *current = Some(entry.clone()))
+    meshcert_spin::index::update(store, &head.namespace, &head.name, |current| {
+        // A delete that marked the head after this write keeps its mark: deleting is final, and
+        // the scan resolves the alert of a certificate being deleted.
+        let deleting = current.as_ref().is_some_and(|current| current.deleting);
+        *current = Some(IndexEntry { deleting, ..entry.clone() });
+    })
 }
 
 /// Syncs the certificate and responds with its details, the upload's warnings, a warning per
