@@ -241,6 +241,19 @@ impl App {
             }
         }
 
+        // A store that no component lists is accepted, so a typo in a label
+        // ([key_value_store.defualt]) would leave the components on the local SQLite file without
+        // a word. Warn, and name where each listed store keeps its records.
+        let listed: std::collections::BTreeSet<&String> = manifest.components.values().flat_map(|decl| &decl.key_value_stores).collect();
+        for label in runtime_config.key_value_stores.keys().filter(|label| !listed.contains(label)) {
+            tracing::warn!(label = %label, "[key_value_store.{label}] is in the runtime config, but no component lists it in key_value_stores; check the label (meshcert's components use \"default\")");
+        }
+        for label in listed {
+            if let Some(store) = store_configs.get(label) {
+                tracing::info!(label = %label, store = ?store, "key-value store");
+            }
+        }
+
         let key_value = KeyValueStores::open(&store_configs)?;
         tracing::info!(app = %manifest.app_name, state_dir = %state_dir.display(), "app loaded");
         Ok(Self {

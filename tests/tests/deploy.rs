@@ -93,6 +93,9 @@ fn spinapp_manifest_runs_replicas_without_the_cron_component() {
     assert_eq!(spec["executor"], "containerd-shim-spin");
     assert!(spec["replicas"].as_u64().unwrap() >= 2, "several replicas share the store");
     assert!(spec["runtimeConfig"]["loadFromSecret"].as_str().is_some(), "the Redis runtime configuration comes from a Secret");
+    // Readiness follows the store; liveness must not, or a Redis outage restarts every replica.
+    assert_eq!(spec["checks"]["readiness"]["httpGet"]["path"], "/healthz");
+    assert_eq!(spec["checks"]["liveness"]["httpGet"]["path"], "/livez");
 
     // The shim refuses a cron trigger: the retained components must be exactly those without one.
     let cron_components: BTreeSet<String> =

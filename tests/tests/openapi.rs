@@ -341,6 +341,8 @@ async fn responses_match_document() {
     // Health and this document need no certificate.
     let response = client.call(app, "GET", "/healthz", None, None).await;
     client.expect(&response, 200);
+    let response = client.call(app, "GET", "/livez", None, None).await;
+    client.expect(&response, 200);
     let response = client.call(app, "GET", "/api/v1/openapi.json", admin, None).await;
     client.expect(&response, 200);
     assert!(response.json() == document(), "the api serves a document other than components/api/src/openapi.json: rebuild the components");

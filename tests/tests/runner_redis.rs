@@ -68,3 +68,17 @@ async fn up_starts_while_redis_down() {
     let problem = body["problems"][0].as_str().unwrap_or_default();
     assert!(problem.contains("key-value store \"default\" cannot be read"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_warns_of_unused_store_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime_config = dir.path().join("runtime-config.toml");
+    std::fs::write(&runtime_config, "[key_value_store.defualt]\ntype = \"redis\"\nurl = \"redis://:s3cret@127.0.0.1:6390/1\"\n").unwrap();
+    let runner = support::Runner::start(dir.path(), &support::manifest(), Some(&runtime_config)).await;
+
+    // The misspelt label leaves the components on the local SQLite file, so start-up says so.
+    let output = runner.log();
+    assert!(output.contains("[key_value_store.defualt] is in the runtime config, but no component lists it"), "{output}");
+    assert!(output.contains("key-value store") && output.contains("Sqlite"), "{output}");
+    assert!(!output.contains("s3cret"), "the Redis password reached the log: {output}");
+}

@@ -433,3 +433,36 @@ async fn cluster_list_is_rebuilt_from_records() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(listed(&test), Some(json!(["east", "west"])));
 }
+
+/// A certificate whose private key was sealed with another `encryption_key` (a replica with the
+/// wrong key wrote it) fails its own targets, named, and the rest of the fleet still syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_certificate_fails_alone() {
+    let certificates = Certificates::new();
+    certificates.server("web.example.test", 365);
+    let test = TestApp::start().await;
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "sealed-elsewhere", "web.example.test", "web.example.test"))).await;
+    assert_eq!(status, 201, "{body}");
+
+    let other_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let test = test.restart_with(&[("encryption_key", &other_key)]).await;
+    let east = fake_cluster("east").await;
+    test.register(&east).await;
+    let (status, body) = test.call("POST", "/api/v1/certificates", Some(&upload(&certificates, "web", "web.example.test", "web.example.test"))).await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, report) = test.signed_sync("{}").await;
+    assert_eq!(status, 200, "{report}");
+    let target = |name: &str| report["targets"].as_array().unwrap().iter().find(|target| target["certificate"] == format!("istio-system/{name}")).cloned().unwrap();
+    assert_eq!(target("web")["state"], "synced", "{report}");
+    assert_eq!(target("sealed-elsewhere")["state"], "failed", "{report}");
+    assert_eq!(target("sealed-elsewhere")["error"]["kind"], "unreadable_record", "{report}");
+    let message = target("sealed-elsewhere")["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("istio-system/sealed-elsewhere") && message.contains("encryption_key"), "{message}");
+    assert!(east.secret("istio-system", "web").is_some());
+    assert!(east.secret("istio-system", "sealed-elsewhere").is_none());
+
+    let (status, details) = test.call("GET", "/api/v1/certificates/istio-system/sealed-elsewhere", None).await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["sync"]["east"]["last_error"]["kind"], "unreadable_record", "{details}");
+}

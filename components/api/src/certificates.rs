@@ -132,7 +132,7 @@ pub async fn replace(request: &Request, role: Role, namespace: &str, name: &str)
             code: "unchanged".into(),
             message: format!("the content equals version {}, so no new version was stored", head.version),
         });
-        return respond_after_write(200, namespace, name, None, warnings, now, Vec::new()).await;
+        return respond_after_write(200, namespace, name, Some(head.version), warnings, now, Vec::new()).await;
     }
 
     let written = write_version(&store, |current| still_writable(request, namespace, name, current), namespace, name, content, &delivery, role, now, None);
@@ -637,8 +637,9 @@ fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> an
 }
 
 /// Syncs the certificate and responds with its details, the upload's warnings, a warning per
-/// gateway host its SANs do not cover, and the ETag. `written` is the version this request stored,
-/// if any; `adopt` lists the clusters where the sync may take over a same-named Secret (an import).
+/// gateway host its SANs do not cover, and the ETag. `written` is the version this request stored
+/// or found equal, if any; `adopt` lists the clusters where the sync may take over a same-named
+/// Secret (an import).
 ///
 /// The details and the ETag are those of the current head, which a write on another replica may
 /// have replaced already; a warning then says so, since the client's next `If-Match` must name
@@ -685,7 +686,7 @@ pub(crate) async fn respond_after_write(
                 warnings.push(Warning {
                     code: "superseded".into(),
                     message: format!(
-                        "this request stored version {written}, and another write has since made version {} current; these details and the ETag are of version {}",
+                        "this request left the certificate at version {written}, and another write has since made version {} current; these details and the ETag are of version {}",
                         details.version, details.version
                     ),
                 });

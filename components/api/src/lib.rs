@@ -62,9 +62,12 @@ async fn route(request: &Request, method: &str) -> (Response, Option<Role>) {
     }
     let matched = routes::find(path);
 
-    if matched.as_ref().is_some_and(|matched| matched.route == Route::Health) {
-        let response = match method {
-            "GET" | "HEAD" => health(),
+    if let Some(probe @ (Route::Health | Route::Live)) = matched.as_ref().map(|matched| matched.route) {
+        let response = match (method, probe) {
+            ("GET" | "HEAD", Route::Health) => health(),
+            // Alive means the instance responds. It reads no store, so an outage of the store
+            // fails readiness (/healthz) without a liveness probe restarting every replica.
+            ("GET" | "HEAD", _) => json_response(200, &serde_json::json!({ "status": "alive" })),
             _ => method_not_allowed(path, "GET"),
         };
         return (response, None);

@@ -9,6 +9,8 @@
 pub enum Route {
     /// `/healthz`
     Health,
+    /// `/livez`
+    Live,
     /// `/api/v1/openapi.json`
     OpenApi,
     /// `/api/v1/certificates`
@@ -59,6 +61,7 @@ pub type RouteEntry = (&'static str, Route, &'static [MethodEntry]);
 /// action of each write method.
 pub const ROUTES: &[RouteEntry] = &[
     ("/healthz", Route::Health, &[("GET", None)]),
+    ("/livez", Route::Live, &[("GET", None)]),
     ("/api/v1/openapi.json", Route::OpenApi, &[("GET", None)]),
     ("/api/v1/certificates", Route::Certificates, &[("GET", None), ("POST", Some("certificate.create"))]),
     (

@@ -52,6 +52,10 @@ struct Certificate {
     /// The clusters (ids, or `*`) where a same-named Secret that meshcert does not manage is
     /// adopted instead of reported as a conflict. Only an import sets it.
     adopt: Vec<String>,
+    /// The reason its current version cannot be read, such as a private key sealed with a key
+    /// that neither `encryption_key` nor `encryption_key_previous` is. Each of its targets then fails
+    /// with this error, and the other certificates sync.
+    unreadable: Option<SyncError>,
 }
 
 impl Certificate {
@@ -92,10 +96,10 @@ struct Outcome {
 /// Applies the certificates in `request.scope` to the clusters in scope and records each outcome
 /// in `sync/{namespace}/{name}`.
 ///
-/// Guarantees: one cluster's failure never stops the others; every target in scope gets a
-/// recorded state; a Secret that meshcert does not manage is never written or deleted. Caveat:
-/// two runs for the same certificate at once can each rewrite its sync record, and the later
-/// write wins.
+/// Guarantees: one cluster's failure never stops the others, nor does a certificate whose private
+/// key cannot be decrypted; every target in scope gets a recorded state; a Secret that meshcert
+/// does not manage is never written or deleted. Two runs at once (two replicas) merge their
+/// clusters' states into the sync record.
 ///
 /// # Errors
 ///
@@ -181,7 +185,18 @@ fn load_certificates(store: &Store, filter: Option<&str>, adopt: Vec<String>) ->
             .map_err(|error| anyhow::anyhow!("certificate {id} has an invalid cluster selector: {error}"))?;
         let both_names = vec![name.clone(), kube::ca_secret_name(&name)];
         if head.state == CertificateState::Deleting {
-            certificates.push(Arc::new(Certificate { namespace, name, id, version: 0, selector, deleting: true, wanted: Vec::new(), unwanted: both_names, adopt: Vec::new() }));
+            certificates.push(Arc::new(Certificate {
+                namespace,
+                name,
+                id,
+                version: 0,
+                selector,
+                deleting: true,
+                wanted: Vec::new(),
+                unwanted: both_names,
+                adopt: Vec::new(),
+                unreadable: None,
+            }));
             continue;
         }
 
@@ -189,7 +204,21 @@ fn load_certificates(store: &Store, filter: Option<&str>, adopt: Vec<String>) ->
         let version: CertificateVersion = store
             .get(&version_key)?
             .with_context(|| format!("certificate {id} points to version {} but {version_key:?} is missing", head.version))?;
-        let private_key = cipher.open(&version.private_key, &version_key)?;
+        let private_key = match cipher.open(&version.private_key, &version_key) {
+            Ok(private_key) => private_key,
+            Err(error) => {
+                let message = format!(
+                    "the private key of version {} of {id} cannot be decrypted ({error}); a replica with another encryption_key wrote it: give every replica the same encryption_key, then rotate this certificate",
+                    head.version
+                );
+                tracing::error!(certificate = %id, version = head.version, error = %error, "certificate skipped: its private key cannot be decrypted");
+                let unreadable = Some(SyncError { kind: "unreadable_record".into(), message, status: None });
+                // Its Secrets can still be removed where the selector no longer matches.
+                let unwanted = vec![name.clone(), kube::ca_secret_name(&name)];
+                certificates.push(Arc::new(Certificate { id, version: head.version, selector, deleting: false, wanted: Vec::new(), unwanted, namespace, name, adopt: Vec::new(), unreadable }));
+                continue;
+            }
+        };
         let content = TlsSecret {
             namespace: &namespace,
             name: &name,
@@ -205,7 +234,7 @@ fn load_certificates(store: &Store, filter: Option<&str>, adopt: Vec<String>) ->
             None => unwanted.push(kube::ca_secret_name(&name)),
         }
         let adopt = adopt.clone();
-        certificates.push(Arc::new(Certificate { id, version: version.version, selector, deleting: false, wanted, unwanted, namespace, name, adopt }));
+        certificates.push(Arc::new(Certificate { id, version: version.version, selector, deleting: false, wanted, unwanted, namespace, name, adopt, unreadable: None }));
     }
     Ok(certificates)
 }
@@ -571,9 +600,11 @@ impl Target<'_> {
 /// Plans and, unless `dry_run`, takes the actions of one target against the listed Secrets.
 async fn sync_target(client: &Client, cluster: &Cluster, certificate: Arc<Certificate>, kind: TargetKind, listing: &Listing, list_attempts: u32, dry_run: bool) -> Outcome {
     let mut target = Target { client, cluster, certificate: &certificate, attempts: list_attempts, requests: 0, adopted: false };
-    let result = match listing {
-        Ok(live) => take_actions(&mut target, kind, live, dry_run).await,
-        Err(error) => Err((None, error.clone())),
+    let result = match (listing, &certificate.unreadable) {
+        // Nothing of it can be written; a removal needs no content, so it goes on.
+        (_, Some(error)) if kind == TargetKind::Apply => Err((None, error.clone())),
+        (Ok(live), _) => take_actions(&mut target, kind, live, dry_run).await,
+        (Err(error), _) => Err((None, error.clone())),
     };
     let (action, result) = match result {
         Ok((action, resource_version)) => (Some(action), Ok(resource_version)),
