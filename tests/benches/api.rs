@@ -24,19 +24,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use base64::Engine as _;
-use common::{env_count, Authority, Client};
+use common::{percentile, run_phase, Authority, Client, PhaseRequest, PhaseResult, Settings};
 use meshcert_fake_kube::{FakeCluster, FakeClusterConfig};
 use meshcert_host::{App, AppConfig};
 use rand::Rng as _;
 use serde_json::{json, Value};
-use tokio::sync::Barrier;
 
 const API_TOKEN: &str = "admin-token-for-benchmarks";
 const NAMESPACE: &str = "istio-system";
@@ -46,27 +43,11 @@ const CLUSTER: &str = "bench";
 const SEED_CLIENTS: usize = 8;
 
 fn main() -> Result<()> {
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env(1000, 200)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(settings))
 }
 
-/// The sizes of a run.
-struct Settings {
-    certificates: usize,
-    clients: usize,
-    requests_per_client: usize,
-}
-
-impl Settings {
-    fn from_env() -> Result<Settings> {
-        Ok(Settings {
-            certificates: env_count("MESHCERT_BENCH_CERTIFICATES", 1000)?,
-            clients: env_count("MESHCERT_BENCH_CLIENTS", 200)?,
-            requests_per_client: env_count("MESHCERT_BENCH_REQUESTS", 20)?,
-        })
-    }
-}
 
 async fn run(settings: Settings) -> Result<()> {
     // Other processes on the machine slow every phase, so the report shows how busy it was.
@@ -106,34 +87,34 @@ async fn run(settings: Settings) -> Result<()> {
 
     // Seed.
     let seed_clients = SEED_CLIENTS.min(settings.certificates);
-    let seed_requests: Vec<Vec<Request>> = (0..seed_clients)
-        .map(|client| seeded.iter().skip(client).step_by(seed_clients).map(Request::create).collect())
+    let seed_requests: Vec<Vec<PhaseRequest>> = (0..seed_clients)
+        .map(|client| seeded.iter().skip(client).step_by(seed_clients).map(|body| PhaseRequest::create(body, Some(API_TOKEN))).collect())
         .collect();
-    let seed = run_phase(addr, seed_requests).await?;
+    let seed = run_phase(seed_requests.into_iter().map(|list| (addr, list)).collect(), CLUSTER).await?;
     eprintln!("seeded {} certificates in {:.1} s", settings.certificates, seed.elapsed.as_secs_f64());
 
     // Reads of random seeded certificates.
-    let read_requests: Vec<Vec<Request>> = {
+    let read_requests: Vec<Vec<PhaseRequest>> = {
         let mut rng = rand::thread_rng();
         (0..settings.clients)
             .map(|_| {
                 (0..settings.requests_per_client)
-                    .map(|_| Request::get(format!("/api/v1/certificates/{NAMESPACE}/seed-{:05}", rng.gen_range(0..settings.certificates))))
+                    .map(|_| PhaseRequest::get(format!("/api/v1/certificates/{NAMESPACE}/seed-{:05}", rng.gen_range(0..settings.certificates)), Some(API_TOKEN)))
                     .collect()
             })
             .collect()
     };
-    let reads = run_phase(addr, read_requests).await?;
+    let reads = run_phase(read_requests.into_iter().map(|list| (addr, list)).collect(), CLUSTER).await?;
 
     // One create per client, each synced to the cluster before its response.
-    let create_requests: Vec<Vec<Request>> = created.iter().map(|body| vec![Request::create(body)]).collect();
-    let creates = run_phase(addr, create_requests).await?;
+    let create_requests: Vec<Vec<PhaseRequest>> = created.iter().map(|body| vec![PhaseRequest::create(body, Some(API_TOKEN))]).collect();
+    let creates = run_phase(create_requests.into_iter().map(|list| (addr, list)).collect(), CLUSTER).await?;
 
     // The floor: a route that reads two variables and touches no store.
-    let health_requests: Vec<Vec<Request>> = (0..settings.clients)
-        .map(|_| (0..settings.requests_per_client).map(|_| Request { method: "GET", path: "/healthz".into(), token: None, body: None }).collect())
+    let health_requests: Vec<Vec<PhaseRequest>> = (0..settings.clients)
+        .map(|_| (0..settings.requests_per_client).map(|_| PhaseRequest::get("/healthz".into(), None)).collect())
         .collect();
-    let health = run_phase(addr, health_requests).await?;
+    let health = run_phase(health_requests.into_iter().map(|list| (addr, list)).collect(), CLUSTER).await?;
 
     // Report.
     println!();
@@ -220,44 +201,11 @@ fn store_statistics(database: &Path) -> Result<(u64, String, u64)> {
     Ok((keys, largest_key, largest_bytes))
 }
 
-/// One request of a phase.
-struct Request {
-    method: &'static str,
-    path: String,
-    token: Option<&'static str>,
-    body: Option<Value>,
-}
-
-impl Request {
-    fn get(path: String) -> Request {
-        Request { method: "GET", path, token: Some(API_TOKEN), body: None }
-    }
-
-    fn create(body: &Value) -> Request {
-        Request { method: "POST", path: "/api/v1/certificates".into(), token: Some(API_TOKEN), body: Some(body.clone()) }
-    }
-}
-
-/// The outcome of one phase.
-#[derive(Default)]
-struct PhaseResult {
-    /// Latencies of the 2xx responses, sorted.
-    latencies: Vec<Duration>,
-    non_success: usize,
-    first_non_success: Option<String>,
-    /// Requests that got no response, with the error.
-    failures: Vec<String>,
-    /// Creates whose 201 body does not report the Secret as synced.
-    unsynced: usize,
-    /// From the moment every client is connected until the last response.
-    elapsed: Duration,
-}
-
 impl PhaseResult {
     fn print(&self, name: &str) {
-        let requests = self.latencies.len() + self.non_success + self.failures.len();
+        let requests = self.requests();
         let milliseconds = |duration: Option<&Duration>| duration.map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0));
-        let rate = requests as f64 / self.elapsed.as_secs_f64();
+        let rate = self.rate();
         println!(
             "{:<34} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9.0}",
             name,
@@ -272,67 +220,3 @@ impl PhaseResult {
     }
 }
 
-/// Returns the nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], percent: f64) -> Option<&Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1)
-}
-
-/// Runs one list of requests per client, each client on its own connection, all starting
-/// together once every client has connected.
-async fn run_phase(addr: SocketAddr, requests: Vec<Vec<Request>>) -> Result<PhaseResult> {
-    let barrier = Arc::new(Barrier::new(requests.len() + 1));
-    let mut tasks = Vec::new();
-    for list in requests {
-        let barrier = barrier.clone();
-        let mut client = Client::connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let mut result = PhaseResult::default();
-            for request in list {
-                let started = Instant::now();
-                match client.send(request.method, &request.path, request.token, request.body.as_ref()).await {
-                    Ok((status, body)) if (200..300).contains(&status) => {
-                        result.latencies.push(started.elapsed());
-                        if request.method == "POST" && !reports_synced(&body) {
-                            result.unsynced += 1;
-                        }
-                    }
-                    Ok((status, body)) => {
-                        result.non_success += 1;
-                        result.first_non_success.get_or_insert_with(|| {
-                            format!("{status} on {} {}: {}", request.method, request.path, String::from_utf8_lossy(&body).trim())
-                        });
-                    }
-                    Err(error) => result.failures.push(format!("{} {}: {error:#}", request.method, request.path)),
-                }
-            }
-            result
-        }));
-    }
-
-    barrier.wait().await;
-    let started = Instant::now();
-    let mut total = PhaseResult::default();
-    for task in tasks {
-        let result = task.await.context("a client task panicked")?;
-        total.latencies.extend(result.latencies);
-        total.non_success += result.non_success;
-        if total.first_non_success.is_none() {
-            total.first_non_success = result.first_non_success;
-        }
-        total.failures.extend(result.failures);
-        total.unsynced += result.unsynced;
-    }
-    total.elapsed = started.elapsed();
-    total.latencies.sort();
-    Ok(total)
-}
-
-/// Returns whether a create's response reports the Secret as synced to the fake cluster.
-fn reports_synced(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body).is_ok_and(|details| details["sync"][CLUSTER]["state"] == "synced")
-}

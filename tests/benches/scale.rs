@@ -50,20 +50,18 @@ mod test_redis;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{env_count, Authority, Client};
+use common::{percentile, run_phase, Authority, Client, PhaseRequest, PhaseResult, Settings};
 use http_body_util::Full;
 use meshcert_fake_kube::{FakeCluster, FakeClusterConfig};
 use meshcert_host::{App, AppConfig, Server};
 use rand::Rng as _;
 use serde_json::{json, Value};
 use test_redis::RedisServer;
-use tokio::sync::Barrier;
 
 const API_TOKEN: &str = "admin-token-for-benchmarks";
 const WEBHOOK_SECRET: &str = "webhook-secret-for-benchmarks";
@@ -75,27 +73,11 @@ const CLUSTER: &str = "bench";
 const SEED_CLIENTS: usize = 8;
 
 fn main() -> Result<()> {
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env(10_000, 16)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(settings))
 }
 
-/// The sizes of a run.
-struct Settings {
-    certificates: usize,
-    clients: usize,
-    requests_per_client: usize,
-}
-
-impl Settings {
-    fn from_env() -> Result<Settings> {
-        Ok(Settings {
-            certificates: env_count("MESHCERT_BENCH_CERTIFICATES", 10_000)?,
-            clients: env_count("MESHCERT_BENCH_CLIENTS", 16)?,
-            requests_per_client: env_count("MESHCERT_BENCH_REQUESTS", 20)?,
-        })
-    }
-}
 
 /// One replica: a host of the app with its own state directory, on the shared Redis database.
 struct Replica {
@@ -160,10 +142,10 @@ async fn run(settings: Settings) -> Result<()> {
 
     // The fleet, stored while no cluster is registered.
     let seed_clients = SEED_CLIENTS.min(settings.certificates);
-    let seed_requests: Vec<(SocketAddr, Vec<Request>)> = (0..seed_clients)
-        .map(|client| (addrs[client % 2], fleet.iter().skip(client).step_by(seed_clients).map(Request::create).collect()))
+    let seed_requests: Vec<(SocketAddr, Vec<PhaseRequest>)> = (0..seed_clients)
+        .map(|client| (addrs[client % 2], fleet.iter().skip(client).step_by(seed_clients).map(|body| PhaseRequest::create(body, Some(API_TOKEN))).collect()))
         .collect();
-    let seed = run_phase(seed_requests).await?;
+    let seed = run_phase(seed_requests, CLUSTER).await?;
     eprintln!("stored {} certificates in {:.1} s", settings.certificates, seed.elapsed.as_secs_f64());
     let mut problems = seed.problems("storing the fleet", false);
 
@@ -221,24 +203,24 @@ async fn run(settings: Settings) -> Result<()> {
             warm.send("GET", &format!("/api/v1/certificates/{NAMESPACE}/cert-00000"), Some(API_TOKEN), None).await?;
         }
     }
-    let gets = |replica_count: usize| -> Vec<(SocketAddr, Vec<Request>)> {
+    let gets = |replica_count: usize| -> Vec<(SocketAddr, Vec<PhaseRequest>)> {
         let mut rng = rand::thread_rng();
         (0..settings.clients)
             .map(|client| {
                 let requests = (0..settings.requests_per_client)
-                    .map(|_| Request::get(format!("/api/v1/certificates/{NAMESPACE}/cert-{:05}", rng.gen_range(0..settings.certificates))))
+                    .map(|_| PhaseRequest::get(format!("/api/v1/certificates/{NAMESPACE}/cert-{:05}", rng.gen_range(0..settings.certificates)), Some(API_TOKEN)))
                     .collect();
                 (addrs[client % replica_count], requests)
             })
             .collect()
     };
-    let creates = |bodies: &[Value], replica_count: usize| -> Vec<(SocketAddr, Vec<Request>)> {
-        bodies.iter().enumerate().map(|(client, body)| (addrs[client % replica_count], vec![Request::create(body)])).collect()
+    let creates = |bodies: &[Value], replica_count: usize| -> Vec<(SocketAddr, Vec<PhaseRequest>)> {
+        bodies.iter().enumerate().map(|(client, body)| (addrs[client % replica_count], vec![PhaseRequest::create(body, Some(API_TOKEN))])).collect()
     };
-    let reads_one = run_phase(gets(1)).await?;
-    let reads_two = run_phase(gets(2)).await?;
-    let creates_on_one = run_phase(creates(&creates_one, 1)).await?;
-    let creates_on_two = run_phase(creates(&creates_two, 2)).await?;
+    let reads_one = run_phase(gets(1), CLUSTER).await?;
+    let reads_two = run_phase(gets(2), CLUSTER).await?;
+    let creates_on_one = run_phase(creates(&creates_one, 1), CLUSTER).await?;
+    let creates_on_two = run_phase(creates(&creates_two, 2), CLUSTER).await?;
     let load_after = load_average();
 
     // Report.
@@ -399,48 +381,7 @@ async fn redis_statistics(url: &str) -> Result<RedisStatistics> {
     Ok(RedisStatistics { keys: keys.len(), used_memory, largest })
 }
 
-/// One request of a phase.
-struct Request {
-    method: &'static str,
-    path: String,
-    body: Option<Value>,
-}
-
-impl Request {
-    fn get(path: String) -> Request {
-        Request { method: "GET", path, body: None }
-    }
-
-    fn create(body: &Value) -> Request {
-        Request { method: "POST", path: "/api/v1/certificates".into(), body: Some(body.clone()) }
-    }
-}
-
-/// The outcome of one phase.
-#[derive(Default)]
-struct PhaseResult {
-    /// Latencies of the 2xx responses, sorted.
-    latencies: Vec<Duration>,
-    non_success: usize,
-    first_non_success: Option<String>,
-    /// Requests that got no response, with the error.
-    failures: Vec<String>,
-    /// Creates whose 201 body does not report the Secret as synced to the fake cluster.
-    unsynced: usize,
-    /// From the moment every client is connected until the last response.
-    elapsed: Duration,
-}
-
 impl PhaseResult {
-    fn requests(&self) -> usize {
-        self.latencies.len() + self.non_success + self.failures.len()
-    }
-
-    /// Requests per second over the phase, failed ones included.
-    fn rate(&self) -> f64 {
-        self.requests() as f64 / self.elapsed.as_secs_f64()
-    }
-
     fn print(&self, name: &str, replicas: usize) {
         let milliseconds = |duration: Option<&Duration>| duration.map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0));
         println!(
@@ -475,67 +416,3 @@ impl PhaseResult {
     }
 }
 
-/// Returns the nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], percent: f64) -> Option<&Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1)
-}
-
-/// Runs one list of requests per client, each client on its own connection to its replica, all
-/// starting together once every client has connected.
-async fn run_phase(clients: Vec<(SocketAddr, Vec<Request>)>) -> Result<PhaseResult> {
-    let barrier = Arc::new(Barrier::new(clients.len() + 1));
-    let mut tasks = Vec::new();
-    for (addr, list) in clients {
-        let barrier = barrier.clone();
-        let mut client = Client::connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let mut result = PhaseResult::default();
-            for request in list {
-                let started = Instant::now();
-                match client.send(request.method, &request.path, Some(API_TOKEN), request.body.as_ref()).await {
-                    Ok((status, body)) if (200..300).contains(&status) => {
-                        result.latencies.push(started.elapsed());
-                        if request.method == "POST" && !reports_synced(&body) {
-                            result.unsynced += 1;
-                        }
-                    }
-                    Ok((status, body)) => {
-                        result.non_success += 1;
-                        result.first_non_success.get_or_insert_with(|| {
-                            format!("{status} on {} {}: {}", request.method, request.path, String::from_utf8_lossy(&body).trim())
-                        });
-                    }
-                    Err(error) => result.failures.push(format!("{} {}: {error:#}", request.method, request.path)),
-                }
-            }
-            result
-        }));
-    }
-
-    barrier.wait().await;
-    let started = Instant::now();
-    let mut total = PhaseResult::default();
-    for task in tasks {
-        let result = task.await.context("a client task panicked")?;
-        total.latencies.extend(result.latencies);
-        total.non_success += result.non_success;
-        if total.first_non_success.is_none() {
-            total.first_non_success = result.first_non_success;
-        }
-        total.failures.extend(result.failures);
-        total.unsynced += result.unsynced;
-    }
-    total.elapsed = started.elapsed();
-    total.latencies.sort();
-    Ok(total)
-}
-
-/// Returns whether a create's response reports the Secret as synced to the fake cluster.
-fn reports_synced(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body).is_ok_and(|details| details["sync"][CLUSTER]["state"] == "synced")
-}

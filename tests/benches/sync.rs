@@ -211,7 +211,7 @@ fn apply_requests(bodies: &[Value], clusters: &[FakeCluster]) -> Result<Vec<(usi
         let key = SecretString::new(body["private_key"].as_str().unwrap_or_default());
         let content = TlsSecret { namespace: NAMESPACE, name, chain_pem: chain, private_key_pem: &key, ca_pem: None, version: 1 };
         for (index, cluster) in clusters.iter().enumerate() {
-            let request = kube::apply_secret_request(&cluster.url(), &SecretString::new(cluster.token()), &content.tls_secret())?;
+            let request = kube::apply_secret_request(&cluster.url(), &SecretString::new(cluster.token()), &content.tls_secret(), None)?;
             let (mut parts, body) = request.into_parts();
             parts.uri = parts.uri.path_and_query().map(|path| path.as_str()).unwrap_or("/").parse()?;
             parts.headers.insert("host", cluster.addr().to_string().parse()?);

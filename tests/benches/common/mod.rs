@@ -1,10 +1,12 @@
-//! What the benchmarks share: sizes from the environment, generated certificates, and an
-//! HTTP/1.1 client.
+//! What the benchmarks share: sizes from the environment, generated certificates, an HTTP/1.1
+//! client, and measured phases of concurrent clients.
 
 // Each benchmark compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{json, Value};
+use tokio::sync::Barrier;
 
 /// Reads a positive whole number from the environment, or `default` when the variable is unset.
 pub fn env_count(name: &str, default: usize) -> Result<usize> {
@@ -133,4 +136,136 @@ pub async fn seed(addr: SocketAddr, token: &'static str, bodies: &[Value], clien
         task.await.context("a seeding task panicked")??;
     }
     Ok(())
+}
+
+/// The sizes of a run of the API benchmarks: `MESHCERT_BENCH_CERTIFICATES` stored certificates,
+/// `MESHCERT_BENCH_CLIENTS` concurrent clients, and `MESHCERT_BENCH_REQUESTS` GETs per client.
+pub struct Settings {
+    pub certificates: usize,
+    pub clients: usize,
+    pub requests_per_client: usize,
+}
+
+impl Settings {
+    /// Reads the sizes from the environment, with these defaults and 20 GETs per client.
+    pub fn from_env(certificates: usize, clients: usize) -> Result<Settings> {
+        Ok(Settings {
+            certificates: env_count("MESHCERT_BENCH_CERTIFICATES", certificates)?,
+            clients: env_count("MESHCERT_BENCH_CLIENTS", clients)?,
+            requests_per_client: env_count("MESHCERT_BENCH_REQUESTS", 20)?,
+        })
+    }
+}
+
+/// One request of a measured phase.
+pub struct PhaseRequest {
+    pub method: &'static str,
+    pub path: String,
+    pub token: Option<&'static str>,
+    pub body: Option<Value>,
+}
+
+impl PhaseRequest {
+    /// Builds a `GET` of `path` with `token`.
+    pub fn get(path: String, token: Option<&'static str>) -> PhaseRequest {
+        PhaseRequest { method: "GET", path, token, body: None }
+    }
+
+    /// Builds a `POST /api/v1/certificates` of `body` with `token`.
+    pub fn create(body: &Value, token: Option<&'static str>) -> PhaseRequest {
+        PhaseRequest { method: "POST", path: "/api/v1/certificates".into(), token, body: Some(body.clone()) }
+    }
+}
+
+/// The outcome of one phase.
+#[derive(Default)]
+pub struct PhaseResult {
+    /// Latencies of the 2xx responses, sorted.
+    pub latencies: Vec<Duration>,
+    pub non_success: usize,
+    pub first_non_success: Option<String>,
+    /// Requests that got no response, with the error.
+    pub failures: Vec<String>,
+    /// Creates whose 201 body does not report the Secret as synced to the phase's cluster.
+    pub unsynced: usize,
+    /// From the moment every client is connected until the last response.
+    pub elapsed: Duration,
+}
+
+impl PhaseResult {
+    /// Requests sent, failed ones included.
+    pub fn requests(&self) -> usize {
+        self.latencies.len() + self.non_success + self.failures.len()
+    }
+
+    /// Requests per second over the phase, failed ones included.
+    pub fn rate(&self) -> f64 {
+        self.requests() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Returns the nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[Duration], percent: f64) -> Option<&Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1)
+}
+
+/// Runs one list of requests per client, each client on its own connection to its address, all
+/// starting together once every client has connected. A create counts as unsynced unless its
+/// response reports the Secret synced to `cluster`.
+pub async fn run_phase(clients: Vec<(SocketAddr, Vec<PhaseRequest>)>, cluster: &'static str) -> Result<PhaseResult> {
+    let barrier = Arc::new(Barrier::new(clients.len() + 1));
+    let mut tasks = Vec::new();
+    for (addr, list) in clients {
+        let barrier = barrier.clone();
+        let mut client = Client::connect(addr).await?;
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut result = PhaseResult::default();
+            for request in list {
+                let started = Instant::now();
+                match client.send(request.method, &request.path, request.token, request.body.as_ref()).await {
+                    Ok((status, body)) if (200..300).contains(&status) => {
+                        result.latencies.push(started.elapsed());
+                        if request.method == "POST" && !reports_synced(&body, cluster) {
+                            result.unsynced += 1;
+                        }
+                    }
+                    Ok((status, body)) => {
+                        result.non_success += 1;
+                        result.first_non_success.get_or_insert_with(|| {
+                            format!("{status} on {} {}: {}", request.method, request.path, String::from_utf8_lossy(&body).trim())
+                        });
+                    }
+                    Err(error) => result.failures.push(format!("{} {}: {error:#}", request.method, request.path)),
+                }
+            }
+            result
+        }));
+    }
+
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut total = PhaseResult::default();
+    for task in tasks {
+        let result = task.await.context("a client task panicked")?;
+        total.latencies.extend(result.latencies);
+        total.non_success += result.non_success;
+        if total.first_non_success.is_none() {
+            total.first_non_success = result.first_non_success;
+        }
+        total.failures.extend(result.failures);
+        total.unsynced += result.unsynced;
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort();
+    Ok(total)
+}
+
+/// Returns whether a create's response reports the Secret as synced to `cluster`.
+fn reports_synced(body: &[u8], cluster: &str) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|details| details["sync"][cluster]["state"] == "synced")
 }
