@@ -11,3 +11,6 @@ cd "$(dirname "$0")/.."
 
 cargo build --release --target wasm32-wasip2 -p api -p sync-webhook -p expiry-cron
 cargo test --release
+# The benchmarks are not tests, but they call the same APIs: build them, so that a change that
+# breaks one fails here.
+cargo bench --no-run -p meshcert-host
