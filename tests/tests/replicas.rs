@@ -335,7 +335,7 @@ async fn concurrent_rotations_keep_every_version() {
         let holding = version_of(&versions, host);
         assert_eq!(holding.len(), 1, "the accepted rotation to {host} is held by versions {holding:?} of the list {versions:?}");
         // The ETag is the head when the response was built, so it is this rotation's version or a
-        // later one, never an earlier one; a later one comes with the warning `superseded`.
+        // later one, never an earlier one. A later one comes with the warning `superseded`.
         let etag = etag_version(reply);
         assert!(etag.is_some_and(|etag| etag >= holding[0]), "the rotation to {host} is version {} but its response has ETag {:?}", holding[0], reply.etag);
         let superseded = reply.body["warnings"].as_array().is_some_and(|warnings| warnings.iter().any(|warning| warning["code"] == "superseded"));

@@ -76,9 +76,10 @@ async fn up_warns_of_unused_store_label() {
     std::fs::write(&runtime_config, "[key_value_store.defualt]\ntype = \"redis\"\nurl = \"redis://:s3cret@127.0.0.1:6390/1\"\n").unwrap();
     let runner = support::Runner::start(dir.path(), &support::manifest(), Some(&runtime_config)).await;
 
-    // The misspelt label leaves the components on the local SQLite file, so start-up says so.
+    // The misspelt label leaves the components on the local SQLite file, so start-up logs it.
     let output = runner.log();
     assert!(output.contains("[key_value_store.defualt] is in the runtime config, but no component lists it"), "{output}");
-    assert!(output.contains("key-value store") && output.contains("Sqlite"), "{output}");
+    assert!(output.contains("key-value store"), "{output}");
+    assert!(output.contains("Sqlite"), "{output}");
     assert!(!output.contains("s3cret"), "the Redis password reached the log: {output}");
 }

@@ -399,8 +399,8 @@ async fn stale_sync_leaves_newer_version() {
 }
 
 /// Clusters are read through the list of their ids. A store without the list, as after an
-/// upgrade, gets it built from the keys; a cluster record the list lacks, as one registered by an
-/// older replica, is listed after the next expiry scan.
+/// upgrade, gets it built from the keys. A cluster record that the list lacks, as one registered
+/// by an older replica, is listed after the next expiry scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_list_is_rebuilt_from_records() {
     let east = fake_cluster("east").await;
@@ -458,7 +458,8 @@ async fn unreadable_certificate_fails_alone() {
     assert_eq!(target("sealed-elsewhere")["state"], "failed", "{report}");
     assert_eq!(target("sealed-elsewhere")["error"]["kind"], "unreadable_record", "{report}");
     let message = target("sealed-elsewhere")["error"]["message"].as_str().unwrap().to_string();
-    assert!(message.contains("istio-system/sealed-elsewhere") && message.contains("encryption_key"), "{message}");
+    assert!(message.contains("istio-system/sealed-elsewhere"), "{message}");
+    assert!(message.contains("encryption_key"), "{message}");
     assert!(east.secret("istio-system", "web").is_some());
     assert!(east.secret("istio-system", "sealed-elsewhere").is_none());
 

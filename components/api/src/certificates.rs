@@ -565,7 +565,7 @@ pub(crate) fn write_version<E>(
     Ok(Ok(head))
 }
 
-/// The most version numbers [`take_version`] tries. It skips a number whose record was written
+/// The maximum of version numbers that [`take_version`] tries. It skips a number whose record was written
 /// without its head, or that a writer at the same moment took.
 const VERSION_NUMBERS_TRIED: u32 = 64;
 
@@ -638,7 +638,7 @@ fn update_alert(store: &Store, head: &CertificateHead, now: DateTime<Utc>) -> an
 
 /// Syncs the certificate and responds with its details, the upload's warnings, a warning per
 /// gateway host its SANs do not cover, and the ETag. `written` is the version this request stored
-/// or found equal, if any; `adopt` lists the clusters where the sync may take over a same-named
+/// or found equal, if any. `adopt` lists the clusters where the sync may take over a same-named
 /// Secret (an import).
 ///
 /// The details and the ETag are those of the current head, which a write on another replica may
@@ -728,7 +728,7 @@ fn still_writable(request: &Request, namespace: &str, name: &str, head: Option<&
     check_if_match(request, head)
 }
 
-/// The answer to a create of a name that a certificate has.
+/// Builds the response to a create of a name that a certificate has.
 fn name_taken(head: &CertificateHead) -> Response {
     if head.state == CertificateState::Deleting {
         return deleting(&head.namespace, &head.name);

@@ -177,7 +177,7 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
     }
 
     // The name is free only if no head exists when the first head is written: of two imports at
-    // once, the later one answers as an import of a taken name.
+    // once, the later one gets the response to an import of a taken name.
     let free = |head: Option<&CertificateHead>| head.map_or(Ok(()), |head| Err(head.clone()));
     let head = match write_version(&store, free, namespace, name, Content::from_upload(&upload, mtls), &delivery, role, now, None) {
         Ok(Ok(head)) => head,
@@ -189,7 +189,7 @@ async fn import_one(item: &ImportRequest, role: Role, now: DateTime<Utc>) -> Res
     respond_after_write(201, namespace, name, Some(head.version), upload.warnings, now, adopt).await
 }
 
-/// Answers an import of a name that a certificate has. An import of the same Secret again resumes
+/// Builds the response to an import of a name that a certificate has. An import of the same Secret again resumes
 /// one whose adoption did not finish, such as when the cluster could not be reached right after
 /// the certificate was stored.
 async fn answer_taken(head: &CertificateHead, item: &ImportRequest, now: DateTime<Utc>, adopt: Vec<String>) -> Response {

@@ -8,7 +8,7 @@ use crate::{Change, Store};
 /// there is none) and leaves what it should become (`None` removes it).
 ///
 /// The shard is written with compare-and-swap, so an api write and a scan changing entries of one
-/// shard at once both land; `change` may run more than once.
+/// shard at once both land. `change` may run more than once.
 ///
 /// # Errors
 ///

@@ -39,7 +39,7 @@ pub enum Change<T, R> {
 }
 
 /// How often [`Store::update`] reads a record again after another writer changed it first. Each
-/// round costs a read and a write; writers of one record are a few requests at a time, so 32
+/// round costs a read and a write. Writers of one record are a few requests at a time, so 32
 /// rounds are reached only when one record is written in a tight loop.
 const UPDATE_ATTEMPTS: usize = 32;
 
@@ -114,8 +114,8 @@ impl Store {
         Ok(keys)
     }
 
-    /// Changes the record at `key` with compare-and-swap: `change` gets the record (`None` when
-    /// absent) and decides; a [`Change::Write`] applies only if no other writer changed the record
+    /// Changes the record at `key` with compare-and-swap. `change` gets the record (`None` when
+    /// absent) and decides. A [`Change::Write`] applies only if no other writer changed the record
     /// since it was read, and otherwise `change` runs again on the newer record. So `change` must
     /// compute from what it is given, and may run several times before its result is written.
     ///
@@ -170,7 +170,7 @@ impl Store {
         }
     }
 
-    /// The store through `wasi:keyvalue`. Spin's `wasi:keyvalue/store.open` takes the same labels
+    /// Returns the store through `wasi:keyvalue`. Spin's `wasi:keyvalue/store.open` takes the same labels
     /// and the same `key_value_stores` grant as its own key-value interface.
     fn bucket(&self) -> anyhow::Result<&wasi_store::Bucket> {
         if let Some(bucket) = self.bucket.get() {

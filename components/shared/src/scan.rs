@@ -299,7 +299,7 @@ fn merge_rebuilt(store: &Store, rebuilt: &IndexShard, current: IndexShard) -> an
             continue;
         };
         // Absent from the index: lost, which is why indexes are rebuilt, or removed by a delete
-        // that finished after the heads were read. Only the head's existence tells them apart.
+        // that finished after the heads were read. Only the head's existence distinguishes them.
         if !current.entries.contains_key(id) {
             if !store.exists(&records::certificate_key(namespace, name))? {
                 merged.entries.remove(id);

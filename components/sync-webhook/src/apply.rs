@@ -96,10 +96,10 @@ struct Outcome {
 /// Applies the certificates in `request.scope` to the clusters in scope and records each outcome
 /// in `sync/{namespace}/{name}`.
 ///
-/// Guarantees: one cluster's failure never stops the others, nor does a certificate whose private
-/// key cannot be decrypted; every target in scope gets a recorded state; a Secret that meshcert
-/// does not manage is never written or deleted. Two runs at once (two replicas) merge their
-/// clusters' states into the sync record.
+/// Guarantees: one cluster's failure never stops the others, and neither does a certificate whose
+/// private key cannot be decrypted. Every target in scope gets a recorded state. A Secret that
+/// meshcert does not manage is never written or deleted. Two runs at once (two replicas) merge
+/// their clusters' states into the sync record.
 ///
 /// # Errors
 ///
@@ -777,7 +777,7 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
 
         for (outcome, state) in outcomes.into_iter().zip(states) {
             let reported = match (&state, &outcome.result) {
-                // The cluster holds a newer version than this sync wanted.
+                // The cluster contains a newer version than this sync expected.
                 _ if outcome.action == Some(PlannedAction::Superseded) => SyncState::Synced,
                 (Some(state), _) => state.state,
                 (None, Ok(_)) => SyncState::Deleted,
@@ -805,8 +805,8 @@ fn record(store: &Store, clusters: &[Cluster], outcomes: Vec<Outcome>, purge: bo
 /// record, because it no longer stores anything of the certificate.
 fn next_state(outcome: &Outcome, previous: Option<&ClusterSyncState>, now: chrono::DateTime<chrono::Utc>) -> Option<ClusterSyncState> {
     match (&outcome.result, outcome.kind) {
-        // The sync that wrote the newer version records it, so its entry stays; until it does, the
-        // entry says what the cluster last confirmed.
+        // The sync that wrote the newer version records it, so its entry stays. Until it does, the
+        // entry is what the cluster last confirmed.
         (Ok(_), TargetKind::Apply) if outcome.action == Some(PlannedAction::Superseded) => previous.cloned(),
         (Ok(resource_version), TargetKind::Apply) => Some(ClusterSyncState {
             state: SyncState::Synced,

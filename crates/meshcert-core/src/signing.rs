@@ -90,7 +90,7 @@ pub fn seen_signatures_key(signature: &str) -> String {
     format!("{SEEN_SIGNATURES_PREFIX}{shard}")
 }
 
-/// The spelling of a signature as [`SeenSignatures`] keeps it: lowercase hex without the prefix.
+/// Returns the spelling of a signature as [`SeenSignatures`] keeps it: lowercase hex without the prefix.
 fn canonical(signature: &str) -> String {
     signature.trim().trim_start_matches("sha256=").to_ascii_lowercase()
 }
